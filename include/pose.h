@@ -1,0 +1,486 @@
+/*
+ * pose.h -- the whole public API of libpose.
+ *
+ * libpose runs the building blocks of POSE ("positional skip-wise") transformers on the CPU:
+ * full multi-head attention, skip-wise (strided) attention in which every query attends only to
+ * positions 0, k, 2k, ..., the adaptive skip factor, sinusoidal positional encoding, the post-LN
+ * POSE layer, the encoder stack, and two task models (a token summarizer and a music-genre
+ * classifier). Matrix products go through cblas_sgemm (OpenBLAS). Weights trained with the
+ * reference PyTorch modules load by their state_dict names (safetensors files) and give the same
+ * outputs within float32 tolerance.
+ *
+ * Quick example (error handling shortened):
+ *
+ *     #include <pose.h>
+ *
+ *     pose_attention_config cfg;
+ *     pose_attention_config_init(&cfg);      // slide 3 defaults: strided, dim 64, k = 2
+ *     cfg.dim = 256;
+ *     cfg.skip_factor = 10;
+ *     pose_attention_module *attn = NULL;
+ *     if (pose_attention_create(&cfg, &attn) != POSE_OK) {
+ *         fprintf(stderr, "libpose: %s\n", pose_last_error());
+ *         return 1;
+ *     }
+ *     // x and y are [batch, seq_len, dim] row-major float arrays owned by the caller
+ *     pose_status st = pose_attention_forward(attn, x, batch, seq_len, NULL, y, y_count);
+ *     pose_attention_free(attn);
+ *
+ * CONVENTIONS
+ *   - Every function that can fail returns a pose_status. POSE_OK is 0; the other values are
+ *     pinned and never renumbered. pose_last_error() gives a human-readable detail of the last
+ *     failure on the calling thread (which argument, which tensor, what was expected).
+ *   - libpose never aborts, exits or prints on bad input.
+ *   - Tensors are row-major float32, batch first: [batch, seq_len, dim]. Linear weights use
+ *     PyTorch's [out_features, in_features] layout, so state_dict tensors are used as they are.
+ *   - Every buffer is passed with its length in elements (not bytes). A buffer shorter than the
+ *     result is POSE_ERR_BUFFER_TOO_SMALL and nothing is written; the *_output_count functions
+ *     tell how large a buffer must be.
+ *   - Constructors return the handle through an out-parameter, set it to NULL on failure, and
+ *     leave nothing allocated when they fail. pose_*_free(NULL) is a no-op.
+ *   - Config structs start with struct_size and are filled by their *_init function; new fields
+ *     are only ever added at the end, so a program built against an older header keeps working.
+ *
+ * OWNERSHIP
+ *   The caller owns every buffer it passes in; libpose copies what it keeps (weights given to a
+ *   constructor are copied). Handles own their weights and are released by their *_free function.
+ *   Pointers returned by pose_*_string functions and pose_last_error() point to memory owned by
+ *   libpose: static storage, or (pose_last_error) thread-local storage valid until the next
+ *   failing libpose call on the same thread.
+ *
+ * THREAD SAFETY
+ *   Handles are immutable after creation or loading. Any number of threads may call forward
+ *   functions on the same handle at the same time: a forward call allocates and touches only its
+ *   own scratch memory. Freeing a handle while another thread uses it is undefined.
+ *   Process-wide settings -- pose_set_allocator() and pose_set_num_threads() -- are not
+ *   synchronised with running calls: set them at start-up, before other threads use libpose.
+ *   The error detail is per thread.
+ */
+#ifndef POSE_H
+#define POSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Symbol visibility. The library is built with hidden visibility; only POSE_API symbols are
+ * exported. Define POSE_STATIC when linking the static library on platforms that need it.
+ */
+#if defined(_WIN32) && !defined(POSE_STATIC)
+#  ifdef POSE_BUILDING
+#    define POSE_API __declspec(dllexport)
+#  else
+#    define POSE_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__)
+#  define POSE_API __attribute__((visibility("default")))
+#else
+#  define POSE_API
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Version. POSE_VERSION_NUMBER is MAJOR * 10000 + MINOR * 100 + PATCH. The ABI number is the
+ * SONAME suffix (libpose.so.POSE_ABI_VERSION); it changes on any incompatible ABI change.
+ */
+#define POSE_VERSION_MAJOR 0
+#define POSE_VERSION_MINOR 1
+#define POSE_VERSION_PATCH 0
+#define POSE_ABI_VERSION 0
+#define POSE_VERSION_NUMBER \
+  (POSE_VERSION_MAJOR * 10000 + POSE_VERSION_MINOR * 100 + POSE_VERSION_PATCH)
+#define POSE_STRINGIFY_(x) #x
+#define POSE_STRINGIFY(x) POSE_STRINGIFY_(x)
+#define POSE_VERSION_STRING            \
+  POSE_STRINGIFY(POSE_VERSION_MAJOR) "." \
+  POSE_STRINGIFY(POSE_VERSION_MINOR) "." POSE_STRINGIFY(POSE_VERSION_PATCH)
+
+/** Version of the library actually loaded, e.g. "0.1.0". Static string. Thread-safe. */
+POSE_API const char *pose_version_string(void);
+/** POSE_VERSION_NUMBER of the library actually loaded. Thread-safe. */
+POSE_API unsigned pose_version_number(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes. The values are part of the ABI and never change.
+ */
+typedef enum pose_status {
+  POSE_OK = 0,
+  POSE_ERR_INVALID_ARGUMENT = 1, /* NULL pointer, zero size, bad enum, bad config value */
+  POSE_ERR_OUT_OF_MEMORY = 2,    /* an allocation failed */
+  POSE_ERR_BUFFER_TOO_SMALL = 3, /* an output buffer is shorter than the result */
+  POSE_ERR_SIZE_OVERFLOW = 4,    /* sizes whose product does not fit in size_t */
+  POSE_ERR_UNSUPPORTED = 5,      /* valid request libpose does not implement (e.g. a dtype) */
+  POSE_ERR_IO = 6,               /* a file could not be opened, read or written */
+  POSE_ERR_FORMAT = 7,           /* a weight file is malformed */
+  POSE_ERR_WEIGHTS = 8,          /* weights do not match the model: missing, extra, bad shape */
+  POSE_ERR_INTERNAL = 9          /* a bug in libpose; please report it */
+} pose_status;
+
+/** Short static description of a status ("invalid argument", ...). Unknown values give
+ *  "unknown status". Thread-safe. */
+POSE_API const char *pose_status_string(pose_status status);
+
+/** Detail of the last failure on the calling thread, e.g. "pose_attention_forward: out_count is
+ *  1024, need 2048 ([batch 2, seq_len 4, dim 256])". "" when no call on this thread has failed.
+ *  Successful calls do not clear it. Thread-local, owned by libpose. */
+POSE_API const char *pose_last_error(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Process-wide settings.
+ */
+
+/** Memory allocator used for every allocation libpose makes (handles, weights, scratch).
+ *  alloc must return memory aligned to at least `alignment` (a power of two, at most 64) or
+ *  NULL; free receives exactly the pointers alloc returned. */
+typedef struct pose_allocator {
+  void *(*alloc)(size_t size, size_t alignment, void *user);
+  void (*free)(void *ptr, void *user);
+  void *user;
+} pose_allocator;
+
+/** Installs an allocator; NULL restores the default (aligned malloc/free). Must be called while
+ *  no libpose handle exists and no call is running: memory is always released through the
+ *  allocator that made it, so switching with live handles is rejected only where libpose can
+ *  tell (POSE_ERR_INVALID_ARGUMENT when a handle exists). Not thread-safe. */
+POSE_API pose_status pose_set_allocator(const pose_allocator *allocator);
+
+/** Sets the number of threads libpose's kernels may use, and OpenBLAS's thread count to the
+ *  same value (openblas_set_num_threads). n >= 1; n = 0 means "number of online CPUs". libpose
+ *  never changes BLAS threading except through this call. Results are bitwise identical for
+ *  any thread count. Process-wide, not thread-safe: call at start-up. */
+POSE_API pose_status pose_set_num_threads(int n);
+/** Thread count last set by pose_set_num_threads (1 until it is called). */
+POSE_API int pose_get_num_threads(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Kernels. Plain functions on caller buffers. All are thread-safe and allocate nothing unless
+ * stated. In-place operation is allowed where stated.
+ */
+
+/** y[rows, out_features] = x[rows, in_features] . weight^T + bias, weight in PyTorch
+ *  [out_features, in_features] layout, bias of out_features or NULL. Computed by cblas_sgemm.
+ *  x and y must not overlap. Errors: NULL pointers, zero sizes, size overflow, y_count short. */
+POSE_API pose_status pose_linear(const float *x, size_t rows, size_t in_features,
+                                 const float *weight, const float *bias, size_t out_features,
+                                 float *y, size_t y_count);
+
+/** LayerNorm over the last dimension, as torch.nn.LayerNorm(dim, eps): y = (x - mean) /
+ *  sqrt(var + eps) * gamma + beta, biased variance. gamma/beta may be NULL (1 and 0). In-place
+ *  (y == x) allowed. eps must be >= 0 and finite. */
+POSE_API pose_status pose_layer_norm(const float *x, size_t rows, size_t dim, const float *gamma,
+                                     const float *beta, float eps, float *y, size_t y_count);
+
+/** y = max(x, 0) elementwise; in-place allowed. NaN stays NaN (as torch.relu). */
+POSE_API pose_status pose_relu(const float *x, size_t count, float *y, size_t y_count);
+
+/** Row-wise softmax of x[rows, cols] (max-subtracted, so large inputs do not overflow). A row
+ *  whose entries are all -inf gives zeros, not NaN. In-place allowed. */
+POSE_API pose_status pose_softmax(const float *x, size_t rows, size_t cols, float *y,
+                                  size_t y_count);
+
+/** The slide 5 sinusoidal encoding: pe[pos, 2i] = sin(pos * w_i), pe[pos, 2i+1] = cos(pos * w_i),
+ *  w_i = exp(2i * -ln(10000) / dim), for positions 0..seq_len-1, computed in float32 the way
+ *  PyTorch's PositionalEncoding does. dim must be even. pe is [seq_len, dim]. */
+POSE_API pose_status pose_positional_encoding(size_t seq_len, size_t dim, float *pe,
+                                              size_t pe_count);
+
+/** Adds the slide 5 encoding to x[batch, seq_len, dim] in place (x + pe[:seq_len]). */
+POSE_API pose_status pose_positional_encoding_add(float *x, size_t batch, size_t seq_len,
+                                                  size_t dim);
+
+/** The functional attention of slide 2: for each batch b,
+ *  out[b] = softmax(scale * query[b] . key[b, P]^T) . value[b, P] with P = 0, k, 2k, ... < seq_len.
+ *  query, key, value and out are [batch, seq_len, dim]. scale 1 reproduces slide 2 (which applies
+ *  no scale). Keys and values are read in place (strided), not copied. Allocates O(seq_len)
+ *  scratch per call. Errors: NULL pointers, zero sizes, skip_factor 0, scale not finite,
+ *  overflow, out_count short. */
+POSE_API pose_status pose_attention(const float *query, const float *key, const float *value,
+                                    size_t batch, size_t seq_len, size_t dim, size_t skip_factor,
+                                    float scale, float *out, size_t out_count);
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention modules.
+ *
+ * Which positions a query attends to (the mode) and how the weights are laid out (the layout)
+ * are independent:
+ *   POSE_LAYOUT_QKV_PROJ        slide 1 POSEAttention: fused qkv Linear [3*dim, dim] (bias
+ *                               optional), multi-head, output proj Linear [dim, dim] with bias.
+ *                               state_dict names: qkv.weight, qkv.bias, proj.weight, proj.bias.
+ *   POSE_LAYOUT_QUERY_KEY_VALUE slide 3/4 SkipWiseAttention: separate query/key/value Linear
+ *                               [dim, dim] with bias, no output projection. state_dict names:
+ *                               query.weight, query.bias, key.weight, ..., value.bias.
+ *   POSE_MODE_FULL       every query attends every position.
+ *   POSE_MODE_STRIDED    every query attends positions 0, k, 2k, ... (slide 3). Keys and values
+ *                        are projected only at those positions.
+ *   POSE_MODE_ADAPTIVE   strided with k = max(1, seq_len / (max_seq_len / 10)) (slide 4),
+ *                        integer divisions; max_seq_len < 10 is rejected (the seed divides by 0).
+ * Scores are scaled by 1/sqrt(dim / num_heads) unless config.scale is set; with one head this is
+ * the seed's 1/sqrt(dim).
+ */
+typedef enum pose_attention_mode {
+  POSE_MODE_FULL = 0,
+  POSE_MODE_STRIDED = 1,
+  POSE_MODE_ADAPTIVE = 2
+} pose_attention_mode;
+
+typedef enum pose_attention_layout {
+  POSE_LAYOUT_QKV_PROJ = 0,
+  POSE_LAYOUT_QUERY_KEY_VALUE = 1
+} pose_attention_layout;
+
+/** Static name of a mode ("full", "strided", "adaptive") or NULL for an unknown value. */
+POSE_API const char *pose_attention_mode_string(pose_attention_mode mode);
+
+typedef struct pose_attention_config {
+  size_t struct_size;            /* sizeof(pose_attention_config), set by _init */
+  pose_attention_mode mode;      /* default POSE_MODE_STRIDED */
+  pose_attention_layout layout;  /* default POSE_LAYOUT_QUERY_KEY_VALUE */
+  size_t dim;                    /* model width; default 64 */
+  size_t num_heads;              /* must divide dim; default 1 */
+  size_t skip_factor;            /* POSE_MODE_STRIDED, >= 1; default 2 */
+  size_t max_seq_len;            /* POSE_MODE_ADAPTIVE, >= 10; default 1000 */
+  int qkv_bias;                  /* POSE_LAYOUT_QKV_PROJ only: qkv has a bias; default 0 */
+  float scale;                   /* score scale; 0 = 1/sqrt(dim / num_heads) */
+  uint64_t seed;                 /* for pose_attention_create's initialisation; default 0 */
+} pose_attention_config;
+
+/** Fills cfg with the defaults above (the slide 3 example module). */
+POSE_API void pose_attention_config_init(pose_attention_config *cfg);
+
+typedef struct pose_attention_module pose_attention_module;
+
+/** Named float32 tensor passed to a constructor; data is copied, count is in elements. */
+typedef struct pose_weight {
+  const char *name;
+  const float *data;
+  size_t count;
+} pose_weight;
+
+/** Creates a module with weights drawn as PyTorch's defaults draw them (nn.Linear: weight and
+ *  bias uniform in +-1/sqrt(in_features)), from a deterministic generator seeded by cfg->seed:
+ *  the same config gives the same weights on every machine. Errors: bad config
+ *  (POSE_ERR_INVALID_ARGUMENT with the field named), POSE_ERR_OUT_OF_MEMORY. */
+POSE_API pose_status pose_attention_create(const pose_attention_config *cfg, pose_attention_module **out);
+
+/** Creates a module from caller weights named as in the module's state_dict (see above).
+ *  Every expected tensor must be given exactly once with the expected element count, and no
+ *  other: otherwise POSE_ERR_WEIGHTS naming the tensor. Weights are copied. */
+POSE_API pose_status pose_attention_create_from_weights(const pose_attention_config *cfg,
+                                                        const pose_weight *weights,
+                                                        size_t num_weights, pose_attention_module **out);
+
+/** Frees the module; NULL is a no-op. */
+POSE_API void pose_attention_free(pose_attention_module *attn);
+
+/** Copies the module's configuration (as created) into *cfg. */
+POSE_API pose_status pose_attention_get_config(const pose_attention_module *attn,
+                                               pose_attention_config *cfg);
+
+/** Looks up a weight by state_dict name; *data points into the module (valid until it is
+ *  freed), *count is its element count. POSE_ERR_WEIGHTS for an unknown name. */
+POSE_API pose_status pose_attention_get_weight(const pose_attention_module *attn, const char *name,
+                                               const float **data, size_t *count);
+
+/** Skip factor the module uses for a sequence of seq_len positions (1 for full attention). */
+POSE_API pose_status pose_attention_skip_for(const pose_attention_module *attn, size_t seq_len,
+                                             size_t *skip_factor);
+
+/** out[batch, seq_len, dim] = attention(x[batch, seq_len, dim]).
+ *  lengths: NULL when every sequence is seq_len long; otherwise lengths[b] in 1..seq_len gives
+ *  sequence b's true length: positions at or past it are padding, never attended, and their
+ *  output rows are zero; each sequence's result equals running it alone at its own length
+ *  (including the adaptive skip factor). Thread-safe on a shared module. */
+POSE_API pose_status pose_attention_forward(const pose_attention_module *attn, const float *x,
+                                            size_t batch, size_t seq_len, const size_t *lengths,
+                                            float *out, size_t out_count);
+
+/* ---------------------------------------------------------------------------------------------
+ * Complexity (slide 7). Counts for one forward call, computed exactly (not asymptotically).
+ * keys_per_query is ceil(seq_len / k), which is what strided attention attends; slide 7's
+ * seq_len * (seq_len // k) undercounts by up to seq_len pairs when k does not divide seq_len.
+ * A FLOP is one multiply or one add (a multiply-add is 2).
+ */
+typedef struct pose_cost {
+  uint64_t skip_factor;      /* k used for this length (1 for full) */
+  uint64_t keys_per_query;   /* positions each query attends */
+  uint64_t attended_pairs;   /* batch * heads * seq_len * keys_per_query */
+  double attention_flops;    /* score and weighted-sum products: 4 * pairs * head_dim */
+  double projection_flops;   /* Q, K, V (kept rows only) and output projections */
+  double total_flops;        /* attention + projection (softmax not counted) */
+} pose_cost;
+
+POSE_API pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch,
+                                         size_t seq_len, pose_cost *cost);
+
+/* ---------------------------------------------------------------------------------------------
+ * Layers, encoders and task models (slides 6, 9, 10, 11) share one handle type, pose_model,
+ * whose kind says what it is. One handle type means one loader: a safetensors file names its
+ * kind in its metadata (or the kind is inferred from its tensor names), and pose_model_load
+ * returns the right thing without the caller knowing in advance.
+ *
+ *   POSE_MODEL_LAYER       POSELayer (slide 6): x = LN1(x + attn(x)); x = LN2(x + FF(x)),
+ *                          FF = Linear(dim, ff_dim) - ReLU - Linear(ff_dim, dim). Input and
+ *                          output [batch, seq_len, dim].
+ *   POSE_MODEL_ENCODER     POSETransformerEncoder (slide 9): num_layers layers.
+ *   POSE_MODEL_SUMMARIZER  POSESummarizer (slide 10): Embedding(vocab_size, dim), encoder with
+ *                          ff_dim 4*dim, output_proj Linear(dim, vocab_size). Input token ids
+ *                          [batch, seq_len] (int64), output logits [batch, seq_len, vocab_size].
+ *   POSE_MODEL_CLASSIFIER  POSEMusicClassifier (slide 11): feature_extractor Linear(input_dim,
+ *                          dim), encoder with ff_dim 4*dim, mean over positions, classifier
+ *                          Linear(dim, num_classes). Input [batch, seq_len, input_dim], output
+ *                          logits [batch, num_classes].
+ * Layer attention is the SkipWiseAttention of the seed (POSE_LAYOUT_QUERY_KEY_VALUE), with the
+ * mode, skip factor and head count of the config.
+ */
+typedef enum pose_model_kind {
+  POSE_MODEL_LAYER = 1,
+  POSE_MODEL_ENCODER = 2,
+  POSE_MODEL_SUMMARIZER = 3,
+  POSE_MODEL_CLASSIFIER = 4
+} pose_model_kind;
+
+/** Static name of a kind ("layer", "encoder", "summarizer", "classifier") or NULL. */
+POSE_API const char *pose_model_kind_string(pose_model_kind kind);
+
+typedef struct pose_model_config {
+  size_t struct_size;        /* sizeof(pose_model_config), set by _init */
+  pose_model_kind kind;
+  size_t dim;                /* model width (embed_dim, hidden_dim) */
+  size_t ff_dim;             /* feed-forward width; the seed's models use 4 * dim */
+  size_t num_layers;         /* 1 for POSE_MODEL_LAYER */
+  size_t num_heads;          /* attention heads, must divide dim; seed: 1 */
+  pose_attention_mode mode;  /* seed: POSE_MODE_STRIDED */
+  size_t skip_factor;        /* POSE_MODE_STRIDED */
+  size_t max_seq_len;        /* POSE_MODE_ADAPTIVE, >= 10 */
+  size_t vocab_size;         /* POSE_MODEL_SUMMARIZER */
+  size_t input_dim;          /* POSE_MODEL_CLASSIFIER: features per frame (e.g. 128 mel bins) */
+  size_t num_classes;        /* POSE_MODEL_CLASSIFIER: genres */
+  int positional_encoding;   /* summarizer/classifier: add slide 5 encoding after the input
+                                projection; 0 reproduces the seed, which omits it */
+  float layer_norm_eps;      /* 1e-5 as nn.LayerNorm */
+  uint64_t seed;             /* initialisation seed for pose_model_create */
+} pose_model_config;
+
+/** Fills cfg with the seed's example sizes for kind: layer dim 64, ff 256, k 2 (slide 6);
+ *  encoder dim 256, ff 1024, 6 layers, k 2 (slide 9); summarizer vocab 30000, dim 256, 6
+ *  layers, k 2 (slide 10); classifier input 128, dim 256, 4 layers, k 2, 10 genres (slide 11).
+ *  POSE_ERR_INVALID_ARGUMENT for an unknown kind. */
+POSE_API pose_status pose_model_config_init(pose_model_config *cfg, pose_model_kind kind);
+
+typedef struct pose_model pose_model;
+
+/** Creates a model with PyTorch-default initialisation (Linear uniform +-1/sqrt(in),
+ *  Embedding standard normal, LayerNorm 1 and 0) from a deterministic generator seeded by
+ *  cfg->seed. */
+POSE_API pose_status pose_model_create(const pose_model_config *cfg, pose_model **out);
+
+/** Creates a model from caller weights named as in the PyTorch module's state_dict (for example
+ *  "pose_encoder.layers.0.attn.query.weight"). Strict like load_state_dict(strict=True). */
+POSE_API pose_status pose_model_create_from_weights(const pose_model_config *cfg,
+                                                    const pose_weight *weights,
+                                                    size_t num_weights, pose_model **out);
+
+/** Frees the model; NULL is a no-op. */
+POSE_API void pose_model_free(pose_model *model);
+
+POSE_API pose_status pose_model_get_config(const pose_model *model, pose_model_config *cfg);
+
+/** Looks up a weight by state_dict name (see pose_attention_get_weight). */
+POSE_API pose_status pose_model_get_weight(const pose_model *model, const char *name,
+                                           const float **data, size_t *count);
+
+/** Number of tensors in the model's state_dict and the name of tensor i (in state_dict
+ *  order; static for the model's lifetime). */
+POSE_API size_t pose_model_num_weights(const pose_model *model);
+POSE_API const char *pose_model_weight_name(const pose_model *model, size_t index);
+
+/** What one layer of the model does; layer_index < num_layers. */
+typedef struct pose_layer_info {
+  size_t struct_size;
+  pose_attention_mode mode;
+  size_t skip_factor;        /* configured k (strided); 1 for full; adaptive: see max_seq_len */
+  size_t max_seq_len;
+  size_t num_heads;
+  size_t dim;
+  size_t ff_dim;
+} pose_layer_info;
+
+POSE_API pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
+                                           pose_layer_info *info);
+
+/** Number of output elements forward produces for this batch shape:
+ *  layer/encoder batch*seq_len*dim, summarizer batch*seq_len*vocab_size, classifier
+ *  batch*num_classes. POSE_ERR_SIZE_OVERFLOW when it does not fit. */
+POSE_API pose_status pose_model_output_count(const pose_model *model, size_t batch,
+                                             size_t seq_len, size_t *count);
+
+/** Forward for float inputs (layer, encoder: [batch, seq_len, dim]; classifier:
+ *  [batch, seq_len, input_dim]). lengths as in pose_attention_forward: padded positions are
+ *  never attended to, never pooled, and give zero rows; each sequence equals running it alone.
+ *  POSE_ERR_INVALID_ARGUMENT for a summarizer (use pose_model_forward_tokens). Thread-safe. */
+POSE_API pose_status pose_model_forward(const pose_model *model, const float *input,
+                                        size_t batch, size_t seq_len, const size_t *lengths,
+                                        float *out, size_t out_count);
+
+/** Forward for the summarizer: tokens [batch, seq_len] in 0..vocab_size-1 (positions past a
+ *  sequence's length are ignored). An id out of range is POSE_ERR_INVALID_ARGUMENT naming its
+ *  position, never an out-of-bounds read. Thread-safe. */
+POSE_API pose_status pose_model_forward_tokens(const pose_model *model, const int64_t *tokens,
+                                               size_t batch, size_t seq_len,
+                                               const size_t *lengths, float *out,
+                                               size_t out_count);
+
+/** Top-k helper: indices (and values, if non-NULL) of the k largest of scores[count], largest
+ *  first, ties to the lower index. k <= count. For classifier logits (or probabilities from
+ *  pose_softmax) per batch row. */
+POSE_API pose_status pose_top_k(const float *scores, size_t count, size_t k, size_t *indices,
+                                float *values);
+
+/* ---------------------------------------------------------------------------------------------
+ * Weight files (safetensors).
+ *
+ * pose_model_save writes the state_dict tensors as F32 with the config in __metadata__:
+ * "kind" plus the seed constructor's argument names (layer: dim, skip_factor, ff_dim; encoder:
+ * dim, ff_dim, num_layers, skip_factor; summarizer: vocab_size, embed_dim, num_layers,
+ * skip_factor; classifier: input_dim, hidden_dim, num_layers, skip_factor, num_genres) and
+ * libpose's additions ("pose.mode", "pose.num_heads", "pose.max_seq_len",
+ * "pose.positional_encoding", "pose.layer_norm_eps", "pose.version").
+ * pose_model_load accepts F32, F16 and BF16 tensors (converted to float32). A file without
+ * metadata -- safetensors.torch.save_file(model.state_dict(), path) -- has its kind inferred
+ * from the tensor names and its sizes from the tensor shapes; what shapes cannot tell (mode,
+ * skip factor, heads, positional encoding) comes from the options.
+ */
+typedef struct pose_load_options {
+  size_t struct_size;        /* sizeof(pose_load_options), set by _init */
+  pose_attention_mode mode;  /* used when the file does not say; default POSE_MODE_STRIDED */
+  size_t skip_factor;        /* used when the file does not say; 0 = required from the file */
+  size_t max_seq_len;        /* used when the file does not say (adaptive) */
+  size_t num_heads;          /* used when the file does not say; default 1 */
+  int positional_encoding;   /* used when the file does not say; default 0 */
+} pose_load_options;
+
+POSE_API void pose_load_options_init(pose_load_options *opts);
+
+/** Loads a model from a safetensors file. opts may be NULL (defaults). Every check of the
+ *  safetensors format is applied before anything is trusted; errors name the tensor and what
+ *  was expected (POSE_ERR_FORMAT, POSE_ERR_WEIGHTS, POSE_ERR_IO, POSE_ERR_UNSUPPORTED). */
+POSE_API pose_status pose_model_load(const char *path, const pose_load_options *opts,
+                                     pose_model **out);
+
+/** As pose_model_load, from a caller buffer holding the file's bytes (not kept). */
+POSE_API pose_status pose_model_load_memory(const void *data, size_t size,
+                                            const pose_load_options *opts, pose_model **out);
+
+/** Saves the model as safetensors. The file is written to a temporary name beside path and
+ *  renamed over it only when complete, so a failure never leaves a half-written file in place
+ *  of a good one. */
+POSE_API pose_status pose_model_save(const pose_model *model, const char *path);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* POSE_H */

@@ -1,0 +1,68 @@
+/*
+ * testutil.h -- comparison, random-fill and temporary-file helpers shared by libpose's cmocka
+ * tests. Failures go through cmocka (the running test fails with a message naming the first bad
+ * element); outside a cmocka test runner, cmocka exits the process instead.
+ */
+#ifndef POSE_TEST_TESTUTIL_H
+#define POSE_TEST_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#  define TEST_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#  define TEST_PRINTF(fmt, args)
+#endif
+
+/** DESIGN.md's tolerance against PyTorch float32 references (torch.testing.assert_close's
+ *  float32 defaults): |got - ref| <= TEST_ATOL + TEST_RTOL * |ref| per element. */
+#define TEST_ATOL 1e-5
+#define TEST_RTOL 1.3e-6
+
+/** Prints the message (printf format) through cmocka and fails the running test. Never returns
+ *  (cmocka longjmps out of the test; outside a test it exits). */
+_Noreturn void test_failf(const char *fmt, ...) TEST_PRINTF(1, 2);
+
+/** Checks |got[i] - ref[i]| <= TEST_ATOL + TEST_RTOL * |ref[i]| for every i < n. Fails the test
+ *  with `what`, the first bad index, both values, the error and the bound. A NaN or Inf in got
+ *  where ref is finite always fails; a NaN in ref needs a NaN in got, an infinite ref the same
+ *  infinity (torch.testing.assert_close semantics with equal_nan=True). */
+void assert_close_f32(const float *got, const float *ref, size_t n, const char *what);
+
+/** As assert_close_f32 with explicit tolerances. */
+void assert_close_f32_tol(const float *got, const float *ref, size_t n, double atol, double rtol,
+                          const char *what);
+
+/** As assert_close_f32_tol against a float64 reference (e.g. from ref64.h); the comparison is
+ *  done in double. */
+void assert_close_f64ref(const float *got, const double *ref, size_t n, double atol, double rtol,
+                         const char *what);
+
+/** Largest |got[i] - ref[i]| (for reports; NaN if any pair differs in NaN-ness). */
+double max_abs_diff_f32(const float *got, const float *ref, size_t n);
+double max_abs_diff_f64ref(const float *got, const double *ref, size_t n);
+
+/** Fills x[0..n) with values uniform in [lo, hi) from a deterministic generator seeded by seed
+ *  (splitmix64): the same seed gives the same values on every platform. */
+void fill_uniform(float *x, size_t n, uint64_t seed, float lo, float hi);
+
+/** As fill_uniform for doubles. */
+void fill_uniform_f64(double *x, size_t n, uint64_t seed, double lo, double hi);
+
+/** Widens floats to doubles (y may not alias x). */
+void to_f64(const float *x, size_t n, double *y);
+
+/** Allocates n elements and fails the test on failure (zeroed). Free with free(). */
+float *test_alloc_f32(size_t n);
+double *test_alloc_f64(size_t n);
+
+/** Path of `name` inside a private temporary directory made (mkdtemp, under $TMPDIR or /tmp)
+ *  on first use and removed with its contents when the process exits. The string is malloc'd;
+ *  free it with free(). Fails the test if the directory cannot be made. Not thread-safe. */
+char *test_tmp_path(const char *name);
+
+/** Writes size bytes to path (fails the test on error); for feeding crafted files to loaders. */
+void test_write_file(const char *path, const void *data, size_t size);
+
+#endif /* POSE_TEST_TESTUTIL_H */
