@@ -33,9 +33,9 @@
 #define ST_SHAPE_TEXT 200
 /* Largest value a Jansson integer holds, for what the writer puts into the header. */
 #if JSON_INTEGER_IS_LONG_LONG
-#define ST_JSON_INT_MAX ((uint64_t)LLONG_MAX)
+#  define ST_JSON_INT_MAX ((uint64_t)LLONG_MAX)
 #else
-#define ST_JSON_INT_MAX ((uint64_t)LONG_MAX)
+#  define ST_JSON_INT_MAX ((uint64_t)LONG_MAX)
 #endif
 
 /* ---- dtypes ----------------------------------------------------------------------------- */
@@ -51,13 +51,13 @@ typedef struct st_dtype {
 /* Every dtype the reference knows: a known one we do not convert is POSE_ERR_UNSUPPORTED, a
  * string not in this table is a malformed file. */
 static const st_dtype st_dtypes[] = {
-    {"F32", 32, ST_F32},          {"F16", 16, ST_F16},          {"BF16", 16, ST_BF16},
-    {"F64", 64, ST_NONE},         {"I64", 64, ST_NONE},         {"U64", 64, ST_NONE},
-    {"C64", 64, ST_NONE},         {"I32", 32, ST_NONE},         {"U32", 32, ST_NONE},
-    {"I16", 16, ST_NONE},         {"U16", 16, ST_NONE},         {"I8", 8, ST_NONE},
-    {"U8", 8, ST_NONE},           {"BOOL", 8, ST_NONE},         {"F8_E4M3", 8, ST_NONE},
-    {"F8_E5M2", 8, ST_NONE},      {"F8_E8M0", 8, ST_NONE},      {"F8_E4M3FNUZ", 8, ST_NONE},
-    {"F8_E5M2FNUZ", 8, ST_NONE},  {"F6_E2M3", 6, ST_NONE},      {"F6_E3M2", 6, ST_NONE},
+    {"F32", 32, ST_F32},         {"F16", 16, ST_F16},     {"BF16", 16, ST_BF16},
+    {"F64", 64, ST_NONE},        {"I64", 64, ST_NONE},    {"U64", 64, ST_NONE},
+    {"C64", 64, ST_NONE},        {"I32", 32, ST_NONE},    {"U32", 32, ST_NONE},
+    {"I16", 16, ST_NONE},        {"U16", 16, ST_NONE},    {"I8", 8, ST_NONE},
+    {"U8", 8, ST_NONE},          {"BOOL", 8, ST_NONE},    {"F8_E4M3", 8, ST_NONE},
+    {"F8_E5M2", 8, ST_NONE},     {"F8_E8M0", 8, ST_NONE}, {"F8_E4M3FNUZ", 8, ST_NONE},
+    {"F8_E5M2FNUZ", 8, ST_NONE}, {"F6_E2M3", 6, ST_NONE}, {"F6_E3M2", 6, ST_NONE},
     {"F4", 4, ST_NONE},
 };
 
@@ -180,14 +180,14 @@ static pose_status st_read_length(const unsigned char *p, size_t size, size_t *h
   /* Compared against the bound and against size - 8 (not 8 + n), so nothing can wrap. */
   if (n > ST_MAX_HEADER) {
     return pose_fail(POSE_ERR_FORMAT,
-                     "safetensors: header length %" PRIu64 " exceeds the %u-byte limit "
-                     "(file size %zu)",
+                     "safetensors: header length %" PRIu64
+                     " exceeds the %u-byte limit (file size %zu)",
                      n, ST_MAX_HEADER, size);
   }
   if (n > size - 8) {
     return pose_fail(POSE_ERR_FORMAT,
-                     "safetensors: header length %" PRIu64 " exceeds file size %zu (%zu bytes "
-                     "follow the length field)",
+                     "safetensors: header length %" PRIu64
+                     " exceeds file size %zu (%zu bytes follow the length field)",
                      n, size, size - 8);
   }
   *header_len = (size_t)n;
@@ -225,8 +225,8 @@ static pose_status st_duplicate_key(const char *text, size_t len, int position) 
 static pose_status st_load_json(const char *text, size_t len, json_t **root) {
   /* The reference requires the '{' first: no BOM, no leading whitespace. */
   if (len == 0 || text[0] != '{') {
-    return pose_fail(POSE_ERR_FORMAT, "safetensors: header must be a JSON object starting "
-                                      "with '{'");
+    return pose_fail(POSE_ERR_FORMAT,
+                     "safetensors: header must be a JSON object starting with '{'");
   }
   json_error_t err;
   /* No JSON_DISABLE_EOF_CHECK: Jansson then accepts trailing whitespace (the space padding
@@ -236,8 +236,7 @@ static pose_status st_load_json(const char *text, size_t len, json_t **root) {
   switch (json_error_code(&err)) {
     case json_error_out_of_memory:
       return pose_fail(POSE_ERR_OUT_OF_MEMORY, "safetensors: out of memory parsing the header");
-    case json_error_duplicate_key:
-      return st_duplicate_key(text, len, err.position);
+    case json_error_duplicate_key: return st_duplicate_key(text, len, err.position);
     default:
       return pose_fail(POSE_ERR_FORMAT,
                        "safetensors: header is not valid JSON: %s (at byte %d of the header)",
@@ -256,8 +255,8 @@ static pose_status st_check_meta(json_t *meta) {
   json_object_foreach(meta, key, value) {
     if (!json_is_string(value)) {
       return pose_fail(POSE_ERR_FORMAT,
-                       "safetensors: \"" ST_META "\" key \"%s\" must map to a string, got %s",
-                       key, st_type_name(value));
+                       "safetensors: \"" ST_META "\" key \"%s\" must map to a string, got %s", key,
+                       st_type_name(value));
     }
   }
   return POSE_OK;
@@ -284,8 +283,9 @@ static bool st_uint(const json_t *v, uint64_t *out, char *what, size_t cap) {
 static pose_status st_parse_dtype(const char *name, const json_t *v, st_entry *e) {
   if (v == NULL) return st_missing(name, "dtype");
   if (!json_is_string(v)) {
-    return pose_fail(POSE_ERR_FORMAT, "safetensors: tensor \"%s\": \"dtype\" must be a string, "
-                                      "got %s",
+    return pose_fail(POSE_ERR_FORMAT,
+                     "safetensors: tensor \"%s\": \"dtype\" must be a string, "
+                     "got %s",
                      name, st_type_name(v));
   }
   e->dtype = st_dtype_find(json_string_value(v));
@@ -355,14 +355,14 @@ static pose_status st_parse_offsets(const char *name, const json_t *v, size_t da
   }
   if (off[0] > off[1]) {
     return pose_fail(POSE_ERR_FORMAT,
-                     "safetensors: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] begin "
-                     "after they end",
+                     "safetensors: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64
+                     "] begin after they end",
                      name, off[0], off[1]);
   }
   if (off[1] > data_len) {
     return pose_fail(POSE_ERR_FORMAT,
-                     "safetensors: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64 "] end "
-                     "past the data buffer, which is %zu bytes",
+                     "safetensors: tensor \"%s\": data_offsets [%" PRIu64 ", %" PRIu64
+                     "] end past the data buffer, which is %zu bytes",
                      name, off[0], off[1], data_len);
   }
   e->begin = (size_t)off[0];
@@ -393,15 +393,13 @@ static pose_status st_check_bytes(const st_entry *e) {
   return POSE_OK;
 }
 
-static pose_status st_parse_entry(const char *name, const json_t *v, size_t data_len,
-                                  st_entry *e) {
+static pose_status st_parse_entry(const char *name, const json_t *v, size_t data_len, st_entry *e) {
   if (name[0] == '\0') {
     return pose_fail(POSE_ERR_FORMAT, "safetensors: a tensor has an empty name");
   }
   if (!json_is_object(v)) {
-    return pose_fail(POSE_ERR_FORMAT,
-                     "safetensors: tensor \"%s\": entry must be an object, got %s", name,
-                     st_type_name(v));
+    return pose_fail(POSE_ERR_FORMAT, "safetensors: tensor \"%s\": entry must be an object, got %s",
+                     name, st_type_name(v));
   }
   e->name = name;
   pose_status st = st_parse_dtype(name, json_object_get(v, "dtype"), e);
@@ -528,13 +526,11 @@ static void st_decode(const st_entry *e, const unsigned char *src, float *dst) {
     case ST_BF16:
       for (size_t i = 0; i < e->count; i++) dst[i] = st_bf16(st_le16(src + 2 * i));
       break;
-    case ST_NONE:
-      break; /* rejected by st_check_supported */
+    case ST_NONE: break; /* rejected by st_check_supported */
   }
 }
 
-static pose_status st_fill_tensor(const st_entry *e, const unsigned char *data,
-                                  pose_st_tensor *t) {
+static pose_status st_fill_tensor(const st_entry *e, const unsigned char *data, pose_st_tensor *t) {
   t->name = pose_strdup(e->name);
   t->data = pose_alloc_floats(e->count);
   if (t->name == NULL || t->data == NULL) return POSE_ERR_OUT_OF_MEMORY;
@@ -638,8 +634,7 @@ static pose_status st_read_fd(int fd, const char *path, unsigned char *buf, size
     ssize_t got = read(fd, buf + done, size - done);
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
-      return pose_fail(POSE_ERR_IO, "safetensors: cannot read \"%s\": %s", path,
-                       strerror(errno));
+      return pose_fail(POSE_ERR_IO, "safetensors: cannot read \"%s\": %s", path, strerror(errno));
     }
     if (got == 0) {
       return pose_fail(POSE_ERR_IO,
@@ -784,12 +779,10 @@ static pose_status st_check_name(const char *fn, json_t *root, const char *name,
                      "%s: tensors[%zu].name \"" ST_META "\" is reserved for metadata", fn, i);
   }
   if (!st_utf8_ok(name)) {
-    return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: tensors[%zu].name is not valid UTF-8", fn,
-                     i);
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: tensors[%zu].name is not valid UTF-8", fn, i);
   }
   if (json_object_get(root, name) != NULL) {
-    return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: tensor name \"%s\" is given twice", fn,
-                     name);
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: tensor name \"%s\" is given twice", fn, name);
   }
   return POSE_OK;
 }
@@ -808,8 +801,7 @@ static pose_status st_out_bytes(const char *fn, const pose_st_out *t, size_t *by
     }
   }
   if (!pose_mul(count, sizeof(float), bytes)) {
-    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: tensor \"%s\": byte size overflows", fn,
-                     t->name);
+    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: tensor \"%s\": byte size overflows", fn, t->name);
   }
   if (count > 0 && t->data == NULL) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: tensor \"%s\": data is NULL", fn, t->name);
