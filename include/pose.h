@@ -275,7 +275,8 @@ POSE_API pose_status pose_attention_create_from_weights(const pose_attention_con
 /** Frees the module; NULL is a no-op. */
 POSE_API void pose_attention_free(pose_attention_module *attn);
 
-/** Copies the module's configuration (as created) into *cfg. */
+/** Copies the module's configuration (as created, defaults resolved) into *cfg. Set
+ *  cfg->struct_size = sizeof *cfg first (or call pose_attention_config_init). */
 POSE_API pose_status pose_attention_get_config(const pose_attention_module *attn,
                                                pose_attention_config *cfg);
 
@@ -349,7 +350,7 @@ typedef struct pose_model_config {
   size_t struct_size;        /* sizeof(pose_model_config), set by _init */
   pose_model_kind kind;
   size_t dim;                /* model width (embed_dim, hidden_dim) */
-  size_t ff_dim;             /* feed-forward width; the seed's models use 4 * dim */
+  size_t ff_dim;             /* feed-forward width; 0 = 4 * dim, what the seed's models use */
   size_t num_layers;         /* 1 for POSE_MODEL_LAYER */
   size_t num_heads;          /* attention heads, must divide dim; seed: 1 */
   pose_attention_mode mode;  /* seed: POSE_MODE_STRIDED */
@@ -367,6 +368,7 @@ typedef struct pose_model_config {
 /** Fills cfg with the seed's example sizes for kind: layer dim 64, ff 256, k 2 (slide 6);
  *  encoder dim 256, ff 1024, 6 layers, k 2 (slide 9); summarizer vocab 30000, dim 256, 6
  *  layers, k 2 (slide 10); classifier input 128, dim 256, 4 layers, k 2, 10 genres (slide 11).
+ *  The summarizer and classifier get ff_dim 0 (4 * dim, following dim when it is changed).
  *  POSE_ERR_INVALID_ARGUMENT for an unknown kind. */
 POSE_API pose_status pose_model_config_init(pose_model_config *cfg, pose_model_kind kind);
 
@@ -386,6 +388,10 @@ POSE_API pose_status pose_model_create_from_weights(const pose_model_config *cfg
 /** Frees the model; NULL is a no-op. */
 POSE_API void pose_model_free(pose_model *model);
 
+/** Copies the model's configuration, with defaults resolved (ff_dim as used), into *cfg. Set
+ *  cfg->struct_size = sizeof *cfg first (the kind is not needed):
+ *      pose_model_config cfg = {.struct_size = sizeof cfg};
+ *  A smaller struct_size from an older program receives the fields it knows. */
 POSE_API pose_status pose_model_get_config(const pose_model *model, pose_model_config *cfg);
 
 /** Looks up a weight by state_dict name (see pose_attention_get_weight). */
@@ -397,9 +403,10 @@ POSE_API pose_status pose_model_get_weight(const pose_model *model, const char *
 POSE_API size_t pose_model_num_weights(const pose_model *model);
 POSE_API const char *pose_model_weight_name(const pose_model *model, size_t index);
 
-/** What one layer of the model does; layer_index < num_layers. */
+/** What one layer of the model does; layer_index < num_layers. Set struct_size first:
+ *      pose_layer_info info = {.struct_size = sizeof info};  */
 typedef struct pose_layer_info {
-  size_t struct_size;
+  size_t struct_size;        /* sizeof(pose_layer_info) as the caller knows it */
   pose_attention_mode mode;
   size_t skip_factor;        /* configured k (strided); 1 for full; adaptive: see max_seq_len */
   size_t max_seq_len;

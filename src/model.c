@@ -8,6 +8,7 @@
 #include "pose_internal.h"
 
 #define MODEL_CONFIG_V1_SIZE (offsetof(pose_model_config, seed) + sizeof(uint64_t))
+#define LAYER_INFO_V1_SIZE (offsetof(pose_layer_info, ff_dim) + sizeof(size_t))
 
 const char *pose_model_kind_string(pose_model_kind kind) {
   switch (kind) {
@@ -41,11 +42,11 @@ pose_status pose_model_config_init(pose_model_config *cfg, pose_model_kind kind)
     case POSE_MODEL_ENCODER: /* slide 9 */
       cfg->dim = 256, cfg->ff_dim = 1024, cfg->num_layers = 6;
       break;
-    case POSE_MODEL_SUMMARIZER: /* slide 10 */
-      cfg->vocab_size = 30000, cfg->dim = 256, cfg->ff_dim = 1024, cfg->num_layers = 6;
+    case POSE_MODEL_SUMMARIZER: /* slide 10; ff_dim 0: the seed's embed_dim * 4 */
+      cfg->vocab_size = 30000, cfg->dim = 256, cfg->ff_dim = 0, cfg->num_layers = 6;
       break;
-    case POSE_MODEL_CLASSIFIER: /* slide 11 */
-      cfg->input_dim = 128, cfg->dim = 256, cfg->ff_dim = 1024, cfg->num_layers = 4;
+    case POSE_MODEL_CLASSIFIER: /* slide 11; ff_dim 0: the seed's hidden_dim * 4 */
+      cfg->input_dim = 128, cfg->dim = 256, cfg->ff_dim = 0, cfg->num_layers = 4;
       cfg->num_classes = 10;
       break;
   }
@@ -76,7 +77,8 @@ pose_status pose_model_config_check(const char *fn, const pose_model_config *cfg
   }
   const size_t big = (size_t)1 << 24; /* no width of a real model comes near; keeps sizes sane */
   if (c.dim == 0 || c.dim > big) return bad_field(fn, "dim", c.dim, "1..16777216");
-  if (c.ff_dim == 0 || c.ff_dim > big) return bad_field(fn, "ff_dim", c.ff_dim, "1..16777216");
+  if (c.ff_dim == 0) c.ff_dim = 4 * c.dim; /* the seed's models: Linear(dim, dim * 4) */
+  if (c.ff_dim > big) return bad_field(fn, "ff_dim", c.ff_dim, "0 (4 * dim) or 1..16777216");
   if (c.kind == POSE_MODEL_LAYER && c.num_layers != 1) {
     return bad_field(fn, "num_layers", c.num_layers, "1 for a layer");
   }
@@ -416,18 +418,22 @@ pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: layer_index is %zu, the model has %zu", fn,
                      layer_index, model->cfg.num_layers);
   }
-  if (info->struct_size < sizeof *info) {
+  if (info->struct_size < LAYER_INFO_V1_SIZE) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
-                     "%s: info->struct_size is %zu, need %zu (set it to sizeof(pose_layer_info))",
-                     fn, info->struct_size, sizeof *info);
+                     "%s: info->struct_size is %zu, need >= %zu (set it to "
+                     "sizeof(pose_layer_info))",
+                     fn, info->struct_size, (size_t)LAYER_INFO_V1_SIZE);
   }
   const pose_attention_config *a = &model->layers[layer_index].attn.cfg;
-  info->struct_size = sizeof *info;
-  info->mode = a->mode;
-  info->skip_factor = a->mode == POSE_MODE_FULL ? 1 : a->skip_factor;
-  info->max_seq_len = a->max_seq_len;
-  info->num_heads = a->num_heads;
-  info->dim = a->dim;
-  info->ff_dim = model->cfg.ff_dim;
+  pose_layer_info full;
+  full.struct_size = info->struct_size < sizeof full ? info->struct_size : sizeof full;
+  full.mode = a->mode;
+  full.skip_factor = a->mode == POSE_MODE_FULL ? 1 : a->skip_factor;
+  full.max_seq_len = a->max_seq_len;
+  full.num_heads = a->num_heads;
+  full.dim = a->dim;
+  full.ff_dim = model->cfg.ff_dim;
+  /* An older caller's smaller struct receives the fields it knows. */
+  memcpy(info, &full, full.struct_size);
   return POSE_OK;
 }

@@ -206,8 +206,19 @@ static void config_defaults_are_the_seeds(void **state) {
   assert_int_equal(pose_model_config_init(&c, POSE_MODEL_SUMMARIZER), POSE_OK);
   assert_int_equal(c.vocab_size, 30000);
   assert_int_equal(c.dim, 256);
-  assert_int_equal(c.ff_dim, 1024);
+  assert_int_equal(c.ff_dim, 0); /* 4 * dim, following dim */
   assert_int_equal(c.num_layers, 6);
+  c.vocab_size = 10, c.dim = 12, c.num_layers = 1;
+  pose_model *m = NULL;
+  assert_int_equal(pose_model_create(&c, &m), POSE_OK);
+  pose_model_config got = {.struct_size = sizeof got};
+  assert_int_equal(pose_model_get_config(m, &got), POSE_OK);
+  assert_int_equal(got.ff_dim, 48);
+  const float *w;
+  size_t n;
+  assert_int_equal(pose_model_get_weight(m, "pose_encoder.layers.0.ff.0.weight", &w, &n), POSE_OK);
+  assert_int_equal(n, 48 * 12);
+  pose_model_free(m);
   assert_int_equal(c.skip_factor, 2);
   assert_int_equal(c.positional_encoding, 0);
   assert_int_equal(pose_model_config_init(&c, POSE_MODEL_CLASSIFIER), POSE_OK);
@@ -248,8 +259,7 @@ static void layer_info_and_weights_are_visible(void **state) {
   assert_true(d[0] == 1.0f && d[15] == 1.0f); /* LayerNorm starts at 1 and 0 */
   assert_int_equal(pose_model_get_weight(m, "nope", &d, &n), POSE_ERR_WEIGHTS);
   CONTAINS("nope");
-  pose_model_config got;
-  pose_model_config_init(&got, POSE_MODEL_LAYER);
+  pose_model_config got = {.struct_size = sizeof got};
   assert_int_equal(pose_model_get_config(m, &got), POSE_OK);
   assert_int_equal(got.kind, POSE_MODEL_ENCODER);
   assert_int_equal(got.num_heads, 4);
@@ -272,7 +282,7 @@ static void bad_model_configs_are_named(void **state) {
   EXPECT_BAD(POSE_MODEL_LAYER, c.struct_size = 3, "struct_size");
   EXPECT_BAD(POSE_MODEL_LAYER, c.kind = (pose_model_kind)9, "kind");
   EXPECT_BAD(POSE_MODEL_LAYER, c.dim = 0, "dim");
-  EXPECT_BAD(POSE_MODEL_LAYER, c.ff_dim = 0, "ff_dim");
+  EXPECT_BAD(POSE_MODEL_LAYER, c.ff_dim = (size_t)1 << 30, "ff_dim");
   EXPECT_BAD(POSE_MODEL_LAYER, c.num_layers = 2, "num_layers");
   EXPECT_BAD(POSE_MODEL_ENCODER, c.num_layers = 0, "num_layers");
   EXPECT_BAD(POSE_MODEL_ENCODER, c.num_heads = 7, "num_heads");

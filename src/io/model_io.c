@@ -181,7 +181,7 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
   for (const meta_field *m = fields_of(kind); m->key != NULL && st == POSE_OK; m++) {
     st = meta_size(fn, f, m->key, field_ptr(c, m), &found);
   }
-  size_t v;
+  size_t v = 0;
   if (st == POSE_OK) st = meta_size(fn, f, "pose.num_heads", &c->num_heads, &found);
   if (st == POSE_OK) st = meta_size(fn, f, "pose.max_seq_len", &c->max_seq_len, &found);
   if (st == POSE_OK) st = meta_size(fn, f, "pose.positional_encoding", &v, &found);
