@@ -147,10 +147,16 @@ typedef struct pose_allocator {
  *  tell (POSE_ERR_INVALID_ARGUMENT when a handle exists). Not thread-safe. */
 POSE_API pose_status pose_set_allocator(const pose_allocator *allocator);
 
-/** Sets the number of threads libpose's kernels may use, and OpenBLAS's thread count to the
- *  same value (openblas_set_num_threads). n >= 1; n = 0 means "number of online CPUs". libpose
- *  never changes BLAS threading except through this call. Results are bitwise identical for
- *  any thread count. Process-wide, not thread-safe: call at start-up. */
+/** Sets the number of threads libpose's forward calls use: n - 1 worker threads are started
+ *  (the calling thread of a forward is the n-th) and OpenBLAS is set to one thread
+ *  (openblas_set_num_threads(1)), because libpose calls OpenBLAS from inside its own workers
+ *  and OpenBLAS threads there would oversubscribe the cores. n >= 1; n = 0 means "number of
+ *  online CPUs". Until this is called libpose runs on the calling thread and leaves OpenBLAS's
+ *  threading as the application set it; libpose never changes BLAS threading except through
+ *  this call. Once it has been called, results are bitwise identical for any n (before, they
+ *  depend on OpenBLAS's own threading, which libpose does not touch). With OpenBLAS's OpenMP
+ *  build the thread count is per thread: call this from the thread that runs the forwards (or
+ *  set OMP_NUM_THREADS=1). Process-wide, not thread-safe: call at start-up. */
 POSE_API pose_status pose_set_num_threads(int n);
 /** Thread count last set by pose_set_num_threads (1 until it is called). */
 POSE_API int pose_get_num_threads(void);
@@ -194,8 +200,9 @@ POSE_API pose_status pose_positional_encoding_add(float *x, size_t batch, size_t
 /** The functional attention of slide 2: for each batch b,
  *  out[b] = softmax(scale * query[b] . key[b, P]^T) . value[b, P] with P = 0, k, 2k, ... < seq_len.
  *  query, key, value and out are [batch, seq_len, dim]. scale 1 reproduces slide 2 (which applies
- *  no scale). Keys and values are read in place (strided), not copied. Allocates O(seq_len)
- *  scratch per call. Errors: NULL pointers, zero sizes, skip_factor 0, scale not finite,
+ *  no scale). Keys and values are read in place (strided), not copied. Scratch per call is a
+ *  few tiles per thread, independent of seq_len. Errors: NULL pointers, zero sizes,
+ *  skip_factor 0, scale not finite,
  *  overflow, out_count short. */
 POSE_API pose_status pose_attention(const float *query, const float *key, const float *value,
                                     size_t batch, size_t seq_len, size_t dim, size_t skip_factor,

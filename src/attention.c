@@ -290,57 +290,132 @@ static size_t max_keys(const pose_attention_config *c, size_t seq_len) {
   return seq_len < q2 ? seq_len : q2;
 }
 
-/* Scratch layout per forward: Q [L, D], K [nk, D], V [nk, D], context [L, D] (qkv/proj layout
- * only), core scores. */
-pose_status pose_attention_scratch(const pose_attention_module *a, size_t seq_len, size_t *floats) {
-  size_t d = a->cfg.dim, nk = max_keys(&a->cfg, seq_len);
-  size_t ld = skip_for(&a->cfg, seq_len);
-  size_t qrows, krows, core, total;
-  bool ok = pose_mul(seq_len, d, &qrows) && pose_mul(nk, d, &krows);
-  core = pose_attention_core_scratch(seq_len, nk);
-  ok = ok && core != 0 && pose_add(qrows, 2 * krows, &total) &&
-       (a->cfg.layout == POSE_LAYOUT_QUERY_KEY_VALUE || pose_add(total, qrows, &total)) &&
-       pose_add(total, core, &total) && krows <= SIZE_MAX / 2;
+pose_status pose_attention_plan_for(const pose_attention_module *a, size_t batch, size_t seq_len,
+                                    pose_attn_plan *plan) {
+  const size_t d = a->cfg.dim, nk = max_keys(&a->cfg, seq_len);
+  size_t ld = skip_for(&a->cfg, seq_len), work = pose_attention_work_floats(a->head_dim, nk);
+  size_t workers = (size_t)pose_threads(), qrows, krows, slots, total;
+  bool ok = pose_mul(seq_len, d, &qrows) && pose_mul(nk, d, &krows) && work != 0;
   ok = ok && pose_mul(ld, d, &ld) && pose_blas_dims_ok(seq_len, nk, d, ld, d, nk);
   if (!ok) {
     return pose_fail(POSE_ERR_SIZE_OVERFLOW,
                      "pose_attention_forward: seq_len %zu with dim %zu is too large", seq_len, d);
   }
-  *floats = total;
+  /* Queries [B, N, D], keys and values transposed [B, D, nk], then a scratch slot per worker. */
+  if (!pose_mul(batch, qrows, &qrows) || !pose_mul(batch, krows, &krows) ||
+      !pose_mul(workers, work, &slots) || !pose_add(qrows, krows, &total) ||
+      !pose_add(total, krows, &total) || !pose_add(total, slots, &total) ||
+      !pose_mul(total, sizeof(float), &(size_t){0})) {
+    return pose_fail(POSE_ERR_SIZE_OVERFLOW,
+                     "pose_attention_forward: batch %zu x seq_len %zu with dim %zu is too large",
+                     batch, seq_len, d);
+  }
+  *plan = (pose_attn_plan){batch, seq_len, nk, workers, work, total};
   return POSE_OK;
 }
 
-void pose_attention_run(const pose_attention_module *a, const float *x, size_t batch, size_t seq_len,
-                        const size_t *lengths, float *out, float *scratch) {
-  const pose_attention_config *c = &a->cfg;
-  const size_t d = c->dim, hd = a->head_dim, nk_max = max_keys(c, seq_len);
-  const bool fused = c->layout == POSE_LAYOUT_QKV_PROJ;
-  float *q = scratch, *k = q + seq_len * d, *v = k + nk_max * d;
-  float *ctx = fused ? v + nk_max * d : NULL;
-  float *core = (fused ? ctx : v + nk_max * d) + (fused ? seq_len * d : 0);
-  const float *wq = fused ? a->qkv_w : a->q_w, *wk = fused ? a->qkv_w + d * d : a->k_w;
-  const float *wv = fused ? a->qkv_w + 2 * d * d : a->v_w;
-  const float *bq = fused ? a->qkv_b : a->q_b;
-  const float *bk = fused ? (a->qkv_b ? a->qkv_b + d : NULL) : a->k_b;
-  const float *bv = fused ? (a->qkv_b ? a->qkv_b + 2 * d : NULL) : a->v_b;
+/* What the three phases of a forward share. */
+typedef struct attn_fwd {
+  const pose_attention_module *a;
+  const pose_attn_plan *p;
+  const float *x;
+  const size_t *lengths;
+  float *q, *k, *v, *out;
+} attn_fwd;
 
-  for (size_t b = 0; b < batch; b++) {
-    const size_t len = pose_len_of(lengths, b, seq_len);
-    const size_t skip = skip_for(c, len), nk = pose_ceil_div(len, skip);
-    const float *xb = x + b * seq_len * d;
-    float *ob = out + b * seq_len * d;
-    /* Queries for every position; keys and values only at 0, k, 2k, ...: the input rows are
-     * read through a leading dimension of skip * dim, never gathered. */
-    pose_linear_rows(xb, d, len, d, wq, bq, d, q, d);
-    pose_linear_rows(xb, skip * d, nk, d, wk, bk, d, k, d);
-    pose_linear_rows(xb, skip * d, nk, d, wv, bv, d, v, d);
-    float *dst = fused ? ctx : ob;
-    for (size_t h = 0; h < c->num_heads; h++) {
-      pose_attention_core(q + h * hd, d, len, k + h * hd, d, v + h * hd, d, nk, hd, a->scale,
-                          dst + h * hd, d, core);
-    }
-    if (fused) pose_linear_rows(ctx, d, len, d, a->proj_w, a->proj_b, d, ob, d);
-    if (len < seq_len) memset(ob + len * d, 0, (seq_len - len) * d * sizeof(float));
+/* Job 3b + {0, 1, 2}: sequence b's queries for every position; keys and values only at
+ * 0, k, 2k, ..., read from the input through a leading dimension of k * dim, never gathered. */
+static void describe_qkv(const void *ctx, size_t job, pose_linear_job *j) {
+  const attn_fwd *f = ctx;
+  const pose_attention_module *a = f->a;
+  const size_t d = a->cfg.dim, b = job / 3, which = job % 3, n = f->p->seq_len;
+  const size_t len = pose_len_of(f->lengths, b, n), skip = skip_for(&a->cfg, len);
+  const bool fused = a->cfg.layout == POSE_LAYOUT_QKV_PROJ;
+  const float *xb = f->x + b * n * d;
+  if (which == 0) {
+    *j = (pose_linear_job){.x = xb,
+                           .ldx = d,
+                           .rows = len,
+                           .in = d,
+                           .w = fused ? a->qkv_w : a->q_w,
+                           .bias = fused ? a->qkv_b : a->q_b,
+                           .out = d,
+                           .y = f->q + b * n * d,
+                           .ldy = d};
+    return;
+  }
+  const float *w = fused ? a->qkv_w + which * d * d : which == 1 ? a->k_w : a->v_w;
+  const float *bias = fused        ? (a->qkv_b ? a->qkv_b + which * d : NULL)
+                      : which == 1 ? a->k_b
+                                   : a->v_b;
+  /* Stored transposed, [D, max_keys] per sequence: each head's keys are contiguous rows. */
+  float *y = (which == 1 ? f->k : f->v) + b * f->p->max_keys * d;
+  *j = (pose_linear_job){.x = xb,
+                         .ldx = skip * d,
+                         .rows = pose_ceil_div(len, skip),
+                         .in = d,
+                         .w = w,
+                         .bias = bias,
+                         .out = d,
+                         .y = y,
+                         .ldy = f->p->max_keys,
+                         .transposed = true};
+}
+
+/* Head h of sequence b. The fused layout writes the context over the queries (each query
+ * block is read before it is written, and by no other task), the other layout writes out. */
+static void describe_head(const void *ctx, size_t b, size_t h, pose_attn_head *hd) {
+  const attn_fwd *f = ctx;
+  const pose_attention_module *a = f->a;
+  const size_t d = a->cfg.dim, n = f->p->seq_len, off = h * a->head_dim;
+  const size_t len = pose_len_of(f->lengths, b, n), skip = skip_for(&a->cfg, len);
+  float *dst = a->cfg.layout == POSE_LAYOUT_QKV_PROJ ? f->q : f->out;
+  const size_t nk = f->p->max_keys, kb = b * nk * d + off * nk;
+  *hd = (pose_attn_head){.q = f->q + b * n * d + off,
+                         .ldq = d,
+                         .nq = len,
+                         .k = f->k + kb,
+                         .ldk = nk,
+                         .v = f->v + kb,
+                         .ldv = nk,
+                         .nkeys = pose_ceil_div(len, skip),
+                         .head_dim = a->head_dim,
+                         .scale = a->scale,
+                         .out = dst + b * n * d + off,
+                         .ldo = d,
+                         .kv_transposed = true};
+}
+
+/* Output projection of sequence b's context. */
+static void describe_proj(const void *ctx, size_t b, pose_linear_job *j) {
+  const attn_fwd *f = ctx;
+  const size_t d = f->a->cfg.dim, n = f->p->seq_len;
+  *j = (pose_linear_job){.x = f->q + b * n * d,
+                         .ldx = d,
+                         .rows = pose_len_of(f->lengths, b, n),
+                         .in = d,
+                         .w = f->a->proj_w,
+                         .bias = f->a->proj_b,
+                         .out = d,
+                         .y = f->out + b * n * d,
+                         .ldy = d};
+}
+
+void pose_attention_run(const pose_attention_module *a, const pose_attn_plan *p, const float *x,
+                        const size_t *lengths, float *out, float *scratch) {
+  const size_t d = a->cfg.dim, n = p->seq_len, kv = p->batch * p->max_keys * d;
+  attn_fwd f = {a, p, x, lengths, scratch, NULL, NULL, out};
+  f.k = f.q + p->batch * n * d;
+  f.v = f.k + kv;
+  float *work = f.v + kv;
+  /* Three regions, each finished before the next starts: x is read only by the first, so out
+   * may be x. */
+  pose_linear_many(3 * p->batch, n, d, describe_qkv, &f);
+  pose_attention_heads(p->batch, a->cfg.num_heads, n, describe_head, &f, work, p->work_floats);
+  if (a->cfg.layout == POSE_LAYOUT_QKV_PROJ) pose_linear_many(p->batch, n, d, describe_proj, &f);
+  for (size_t b = 0; b < p->batch; b++) {
+    size_t len = pose_len_of(lengths, b, n);
+    if (len < n) memset(out + (b * n + len) * d, 0, (n - len) * d * sizeof(float));
   }
 }
 
@@ -365,15 +440,16 @@ pose_status pose_attention_forward(const pose_attention_module *attn, const floa
   POSE_CHECK_PTR(fn, out);
   POSE_CHECK_NONZERO(fn, batch);
   POSE_CHECK_NONZERO(fn, seq_len);
-  size_t need, floats;
+  size_t need;
+  pose_attn_plan plan;
   pose_status st = pose_count3(fn, batch, seq_len, attn->cfg.dim, &need);
   if (st == POSE_OK) st = pose_check_count(fn, "out_count", out_count, need);
   if (st == POSE_OK) st = pose_check_lengths(fn, lengths, batch, seq_len);
-  if (st == POSE_OK) st = pose_attention_scratch(attn, seq_len, &floats);
+  if (st == POSE_OK) st = pose_attention_plan_for(attn, batch, seq_len, &plan);
   if (st != POSE_OK) return st;
-  float *scratch = pose_alloc_floats(floats);
+  float *scratch = pose_alloc_floats(plan.floats);
   if (scratch == NULL) return POSE_ERR_OUT_OF_MEMORY;
-  pose_attention_run(attn, x, batch, seq_len, lengths, out, scratch);
+  pose_attention_run(attn, &plan, x, lengths, out, scratch);
   pose_free(scratch);
   return POSE_OK;
 }

@@ -179,8 +179,7 @@ static float torch_expf(float d) {
   return ldexpf(u, (int)q);
 }
 
-/* Frequency of column pair i (i even) for width dim. */
-static float posenc_frequency(size_t i, size_t dim) {
+float pose_posenc_frequency(size_t i, size_t dim) {
   const float c = (float)(-log(10000.0) / (double)dim);
   float e = (float)i * c;
   return torch_expf(e);
@@ -188,7 +187,7 @@ static float posenc_frequency(size_t i, size_t dim) {
 
 void pose_posenc_add_rows(float *x, size_t rows, size_t dim) {
   for (size_t i = 0; i < dim; i += 2) {
-    float div = posenc_frequency(i, dim);
+    float div = pose_posenc_frequency(i, dim);
     for (size_t p = 0; p < rows; p++) {
       float angle = (float)p * div;
       x[p * dim + i] += (float)sin((double)angle);

@@ -68,8 +68,18 @@ void pose_free(void *p);
 /** Copy of a NUL-terminated string, or NULL. */
 char *pose_strdup(const char *s);
 
-/* ---- threads (src/threads.c) ------------------------------------------------------------- */
+/* ---- threads (src/threads.c) -------------------------------------------------------------
+ * libpose's worker pool. A parallel region runs tasks 0..ntasks-1, each exactly once, on up to
+ * pose_threads() workers; worker (0..pose_threads()-1) indexes per-worker scratch. The split into
+ * tasks must depend only on the shapes, never on the thread count, and a task may write only its
+ * own outputs: then results are bitwise identical for any thread count. A region started while
+ * another runs (another application thread, or from inside a task) runs on its calling thread
+ * as worker 0. */
 int pose_threads(void);
+typedef void (*pose_task_fn)(void *ctx, size_t task, size_t worker);
+/** flops: about how much work the region is; a small one runs on the calling thread, where
+ *  waking the workers would cost more than it saves. */
+void pose_parallel_for(size_t ntasks, double flops, pose_task_fn fn, void *ctx);
 
 /* ---- random numbers (src/rng.c) -----------------------------------------------------------
  * Deterministic, platform-independent generator (splitmix64-seeded xoshiro256**), so a seeded
@@ -96,9 +106,33 @@ void pose_sgemm(bool trans_a, bool trans_b, size_t m, size_t n, size_t k, float 
                 size_t ldc);
 /** True when every value fits the BLAS integer type. */
 bool pose_blas_dims_ok(size_t m, size_t n, size_t k, size_t lda, size_t ldb, size_t ldc);
-/** y[rows, out] (leading dim ldy) = x[rows, in] (leading dim ldx) . W^T + bias. W is [out, in]. */
+/** y[rows, out] (leading dim ldy) = x[rows, in] (leading dim ldx) . W^T + bias. W is [out, in].
+ *  Runs in parallel on the worker pool in fixed tiles of rows (and of columns for wide outputs)
+ *  counted from x's first row; y must not overlap x. */
 void pose_linear_rows(const float *x, size_t ldx, size_t rows, size_t in, const float *w,
                       const float *bias, size_t out, float *y, size_t ldy);
+/** As pose_linear_rows in one sgemm call on the calling thread (for use inside a task). */
+void pose_linear_serial(const float *x, size_t ldx, size_t rows, size_t in, const float *w,
+                        const float *bias, size_t out, float *y, size_t ldy);
+/** One linear product of a batch of them (arguments as pose_linear_rows). */
+typedef struct pose_linear_job {
+  const float *x;
+  size_t ldx, rows, in;
+  const float *w, *bias;
+  size_t out;
+  float *y;
+  size_t ldy;
+  bool transposed; /* write y^T: y is [out, rows], y[o * ldy + r] */
+} pose_linear_job;
+/** Fills *out with job number `job` of a batch. */
+typedef void (*pose_job_fn)(const void *ctx, size_t job, pose_linear_job *out);
+/** Runs njobs linear products, each with at most max_rows rows and exactly `out` output
+ *  features, in one parallel region: each job is tiled from its own first row as
+ *  pose_linear_rows tiles it, so a job gives the same bits whatever else runs with it. */
+void pose_linear_many(size_t njobs, size_t max_rows, size_t out, pose_job_fn describe,
+                      const void *ctx);
+/** Number of column tiles pose_linear_rows splits `out` output features into. */
+size_t pose_linear_col_tiles(size_t out);
 /** Sets OpenBLAS's thread count. */
 void pose_blas_set_threads(int n);
 
@@ -108,19 +142,69 @@ void pose_layer_norm_rows(const float *x, size_t rows, size_t dim, const float *
 void pose_relu_inplace(float *x, size_t count);
 /** Softmax of one row of n values, in place; all -inf gives zeros. */
 void pose_softmax_row(float *x, size_t n);
+/** Frequency of column pair i (i even) of the slide 5 encoding for width dim, rounded as
+ *  PyTorch computes it (float32, its vectorised expf). */
+float pose_posenc_frequency(size_t i, size_t dim);
 /** Adds the slide 5 encoding of positions 0..rows-1 to x[rows, dim] (dim even). */
 void pose_posenc_add_rows(float *x, size_t rows, size_t dim);
+
+/* ---- softmax row pass (src/softmax_simd.c) ------------------------------------------------
+ * Vectorised exp (about 1 ulp; -inf and anything below -104 give 0, NaN stays NaN) picked at
+ * run time among AVX-512F, AVX2+FMA and plain C. */
+enum { POSE_SIMD_SCALAR = 0, POSE_SIMD_AVX2 = 1, POSE_SIMD_AVX512 = 2 };
+/** Forces a code path (for tests); a level the CPU lacks, or < 0, selects the best one.
+ *  Returns the level now in use. Not thread-safe. */
+int pose_simd_set_level(int level);
+/** x[i] = exp(x[i] - shift) for i < n; returns their float sum (fixed summation order). */
+float pose_exp_shift_sum(float *x, size_t n, float shift);
+/** Largest of x[0..n), -inf for n == 0. */
+float pose_row_max(const float *x, size_t n);
+/** Online-softmax update of one row of scores s[0..n) against its running max *m and running
+ *  sum *l (start: -inf and 0): s becomes exp(s - m_new), *m = m_new, *l = *l * alpha + sum.
+ *  Returns alpha = exp(m_old - m_new), the factor the row's output accumulator must be scaled
+ *  by. While every score seen is -inf the row's weights are 0 and alpha is 1. */
+float pose_online_softmax_row(float *s, size_t n, float *m, double *l);
 
 /* ---- attention core (src/attention_core.c) ------------------------------------------------
  * One head of attention for one sequence:
  *   out[i, :] = softmax_j(scale * q[i, :] . k[j, :]) . v[j, :],  j < nkeys,
  * with q rows at q + i*ldq, k rows at k + j*ldk, v rows at v + j*ldv, out rows at out + i*ldo.
- * Strided attention passes ldk = ldv = skip * row_stride. scratch must hold
- * pose_attention_core_scratch(nq, nkeys) floats. */
-size_t pose_attention_core_scratch(size_t nq, size_t nkeys);
-void pose_attention_core(const float *q, size_t ldq, size_t nq, const float *k, size_t ldk,
-                         const float *v, size_t ldv, size_t nkeys, size_t head_dim, float scale,
-                         float *out, size_t ldo, float *scratch);
+ * Strided attention passes ldk = ldv = skip * row_stride. nkeys == 0 gives zero rows. out may
+ * be the q rows themselves (each block is read before its output is written). Computed in
+ * blocks of queries against tiles of keys with an online softmax; see attention_core.c. */
+typedef struct pose_attn_head {
+  const float *q;
+  size_t ldq, nq;
+  const float *k;
+  size_t ldk;
+  const float *v;
+  size_t ldv, nkeys, head_dim;
+  float scale;
+  float *out;
+  size_t ldo;
+  /* k and v stored transposed, [head_dim, nkeys]: key j's element c at k[c * ldk + j]. A head
+   * of a [keys, dim] buffer is a 1 KiB-strided column slice that OpenBLAS packs slowly for
+   * every tile; transposed, each tile is head_dim contiguous runs. */
+  bool kv_transposed;
+} pose_attn_head;
+/** Floats of one worker's scratch for heads of head_dim with at most max_keys keys (0 on
+ *  overflow). Independent of the number of queries. */
+size_t pose_attention_work_floats(size_t head_dim, size_t max_keys);
+/** Queries per block and keys per tile (for tests that probe the tile edges). */
+size_t pose_attention_tile_queries(void);
+size_t pose_attention_tile_keys(void);
+/** Number of query blocks of a head with nq queries. */
+size_t pose_attention_blocks(size_t nq);
+/** Query block `block` of head h, with one worker's scratch. */
+void pose_attention_block(const pose_attn_head *h, size_t block, float *work);
+/** Every block of head h, on the calling thread. */
+void pose_attention_core(const pose_attn_head *h, float *work);
+/** Fills *out with head `head` of sequence `seq`. */
+typedef void (*pose_head_fn)(const void *ctx, size_t seq, size_t head, pose_attn_head *out);
+/** batch x heads heads, each with at most max_nq queries, in one parallel region over their
+ *  query blocks. work holds pose_threads() slots of work_floats floats. */
+void pose_attention_heads(size_t batch, size_t heads, size_t max_nq, pose_head_fn describe,
+                          const void *ctx, float *work, size_t work_floats);
 
 /** ceil(n / k) for k >= 1. */
 static inline size_t pose_ceil_div(size_t n, size_t k) { return n / k + (n % k != 0); }
@@ -165,11 +249,22 @@ void pose_attention_release(pose_attention_module *a);
 /** Fills weights from rng as PyTorch's defaults. */
 void pose_attention_init_random(pose_attention_module *a, pose_rng *rng);
 
-/** Scratch floats one forward of [batch, seq_len] needs (0 on overflow, with error set). */
-pose_status pose_attention_scratch(const pose_attention_module *a, size_t seq_len, size_t *floats);
-/** Forward on validated arguments with caller scratch (pose_attention_scratch floats). Writes
- *  out[batch, seq_len, dim]; padded rows are zero. */
-void pose_attention_run(const pose_attention_module *a, const float *x, size_t batch, size_t seq_len,
+/** Scratch of one forward of [batch, seq_len]: queries (then the attention context) for every
+ *  position, keys and values for the kept positions, and a slot per worker. */
+typedef struct pose_attn_plan {
+  size_t batch, seq_len;
+  size_t max_keys;    /* kept keys of the longest sequence */
+  size_t workers;     /* pose_threads() when planned */
+  size_t work_floats; /* per worker */
+  size_t floats;      /* total */
+} pose_attn_plan;
+/** Plans a forward of [batch, seq_len] (POSE_ERR_SIZE_OVERFLOW naming pose_attention_forward
+ *  when it does not fit). */
+pose_status pose_attention_plan_for(const pose_attention_module *a, size_t batch, size_t seq_len,
+                                    pose_attn_plan *plan);
+/** Forward on validated arguments with caller scratch of plan->floats floats. Writes
+ *  out[batch, seq_len, dim]; padded rows are zero. out may be x. */
+void pose_attention_run(const pose_attention_module *a, const pose_attn_plan *plan, const float *x,
                         const size_t *lengths, float *out, float *scratch);
 
 /** Validates a lengths array (each in 1..seq_len) naming fn on failure. NULL is fine. */
@@ -226,7 +321,6 @@ pose_status pose_st_write_memory(const pose_st_out *tensors, size_t num_tensors,
                                  const char *const *meta_kv, size_t num_meta, void **data,
                                  size_t *size);
 
-#endif /* POSE_INTERNAL_H */
 
 /* ---- models (src/model.c, src/model_forward.c, src/io/model_io.c) ------------------------- */
 typedef struct pose_layer_weights {
@@ -263,3 +357,20 @@ pose_status pose_model_new(const pose_model_config *cfg, pose_model **out);
 void pose_model_init_random(pose_model *m);
 /** Index of the slot named name, or num_slots. */
 size_t pose_model_find_slot(const pose_model *m, const char *name);
+
+/* ---- attention maps (src/attention_map.c) ----------------------------------------------------
+ * Slide 12's map of one head for one sequence: probs[seq_len, num_keys] (softmax rows) and the
+ * input positions of its columns. Materialises the whole map: for inspection, not the forward. */
+/** Columns of the map for seq_len positions: ceil(seq_len / skip). */
+size_t pose_attention_map_keys(const pose_attention_module *a, size_t seq_len);
+/** Checks head < num_heads, the sizes (POSE_ERR_SIZE_OVERFLOW) and the buffer counts
+ *  (POSE_ERR_BUFFER_TOO_SMALL) of a map, naming fn. */
+pose_status pose_attention_map_check(const char *fn, const pose_attention_module *a,
+                                     size_t seq_len, size_t head, size_t probs_count,
+                                     size_t positions_count);
+/** The map on arguments pose_attention_map_check accepted; x is [seq_len, dim]. Allocates
+ *  scratch (POSE_ERR_OUT_OF_MEMORY, with probs and positions untouched). */
+pose_status pose_attention_map_run(const pose_attention_module *a, const float *x, size_t seq_len,
+                                   size_t head, float *probs, size_t *positions);
+
+#endif /* POSE_INTERNAL_H */
