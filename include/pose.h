@@ -197,6 +197,24 @@ POSE_API pose_status pose_positional_encoding(size_t seq_len, size_t dim, float 
 POSE_API pose_status pose_positional_encoding_add(float *x, size_t batch, size_t seq_len,
                                                   size_t dim);
 
+/** The slide 5 encoding at arbitrary position ids: row i of pe[count, dim] is the encoding of
+ *  position positions[i] (>= 0, below 2^24 so that it is exact in float32), computed as
+ *  pose_positional_encoding computes row positions[i]. For models trained with shifted or
+ *  skipped position ids (see pose_sample_position_ids). dim must be even. */
+POSE_API pose_status pose_positional_encoding_at(const int64_t *positions, size_t count,
+                                                 size_t dim, float *pe, size_t pe_count);
+
+/** Position ids for PoSE training (Zhu et al., 2023, "Positional Skip-wise Training"): a
+ *  training window of `window` tokens is split into num_chunks chunks of random lengths (each
+ *  at least 1), and chunk i's ids are shifted by a skip bias u_i, with u_0 = 0 and u_i drawn
+ *  uniformly from u_{i-1}..target_len-window, so that a model trained on short windows sees
+ *  position ids up to target_len - 1. ids[window] are strictly increasing, start at 0 and stay
+ *  below target_len. The same seed gives the same ids on every platform.
+ *  Errors: window or num_chunks 0, num_chunks > window, target_len < window, ids_count short. */
+POSE_API pose_status pose_sample_position_ids(size_t window, size_t target_len,
+                                              size_t num_chunks, uint64_t seed, int64_t *ids,
+                                              size_t ids_count);
+
 /** The functional attention of slide 2: for each batch b,
  *  out[b] = softmax(scale * query[b] . key[b, P]^T) . value[b, P] with P = 0, k, 2k, ... < seq_len.
  *  query, key, value and out are [batch, seq_len, dim]. scale 1 reproduces slide 2 (which applies
@@ -304,6 +322,26 @@ POSE_API pose_status pose_attention_skip_for(const pose_attention_module *attn, 
 POSE_API pose_status pose_attention_forward(const pose_attention_module *attn, const float *x,
                                             size_t batch, size_t seq_len, const size_t *lengths,
                                             float *out, size_t out_count);
+
+/* ---------------------------------------------------------------------------------------------
+ * Attention maps (slide 12): what a query actually attends to, for visualisation.
+ *
+ * The map of one head for one sequence is probs[seq_len, num_keys], row i holding query i's
+ * attention weights over the attended positions, and positions[num_keys], the input positions
+ * the columns stand for (0, k, 2k, ... for strided attention; every position for full). A
+ * position a query does not attend has weight 0 in its row. Rows sum to 1.
+ */
+
+/** Number of columns (attended positions) of the map for a sequence of seq_len positions. */
+POSE_API pose_status pose_attention_map_size(const pose_attention_module *attn, size_t seq_len,
+                                             size_t *num_keys);
+
+/** The map of head `head` (< num_heads) for one sequence x[seq_len, dim]. probs needs
+ *  seq_len * num_keys elements and positions num_keys. Thread-safe on a shared module. */
+POSE_API pose_status pose_attention_map(const pose_attention_module *attn, const float *x,
+                                        size_t seq_len, size_t head, float *probs,
+                                        size_t probs_count, size_t *positions,
+                                        size_t positions_count);
 
 /* ---------------------------------------------------------------------------------------------
  * Complexity (slide 7). Counts for one forward call, computed exactly (not asymptotically).
@@ -452,6 +490,22 @@ POSE_API pose_status pose_model_forward_tokens(const pose_model *model, const in
  *  pose_softmax) per batch row. */
 POSE_API pose_status pose_top_k(const float *scores, size_t count, size_t k, size_t *indices,
                                 float *values);
+
+/* Attention maps of a model's layers (see the attention-map section above). */
+
+/** Number of columns of the map of layer layer_index of a model for seq_len positions. */
+POSE_API pose_status pose_model_attention_map_size(const pose_model *model, size_t layer_index,
+                                                   size_t seq_len, size_t *num_keys);
+
+/** The map of head `head` of layer layer_index of a model, for one input sequence given as to
+ *  pose_model_forward (input, [seq_len, width]) or, for a summarizer, pose_model_forward_tokens
+ *  (tokens, [seq_len]); the other pointer is NULL. The layers before layer_index run first so
+ *  that the map is the one the model computes. Thread-safe on a shared model. */
+POSE_API pose_status pose_model_attention_map(const pose_model *model, size_t layer_index,
+                                              const float *input, const int64_t *tokens,
+                                              size_t seq_len, size_t head, float *probs,
+                                              size_t probs_count, size_t *positions,
+                                              size_t positions_count);
 
 /* ---------------------------------------------------------------------------------------------
  * Weight files (safetensors).

@@ -98,6 +98,15 @@ ROW(load_mem_short,  pose_model_load_memory(X, 4, &LO, (pose_model **)&PTR))
 ROW(save_path,       pose_model_save(M, NULL))
 ROW(save_dir,        pose_model_save(M, "/nonexistent/dir/x.safetensors"))
 ROW(threads_neg,     pose_set_num_threads(-3))
+ROW(pe_at_neg,       pose_positional_encoding_at(TOK + 1, 1, 4, Y, 4))
+ROW(pe_at_short,     pose_positional_encoding_at(TOK + 2, 1, 4, Y, 3))
+ROW(ids_chunks,      pose_sample_position_ids(4, 8, 5, 1, TOK + 8, 4))
+ROW(ids_short,       pose_sample_position_ids(4, 8, 2, 1, TOK + 8, 3))
+ROW(map_head,        pose_attention_map(A, X, 2, 1, Y, 64, IDX, 8))
+ROW(map_short,       pose_attention_map(A, X, 4, 0, Y, 3, IDX, 8))
+ROW(map_size_null,   pose_attention_map_size(A, 4, NULL))
+ROW(model_map_both,  pose_model_attention_map(M, 0, X, TOK, 2, 0, Y, 64, IDX, 8))
+ROW(model_map_layer, pose_model_attention_map_size(M, 1, 2, &COUNT))
 /* clang-format on */
 
 typedef struct row {
@@ -174,6 +183,15 @@ static const row rows[] = {
     R(save_path, POSE_ERR_INVALID_ARGUMENT, "path is NULL"),
     R(save_dir, POSE_ERR_IO, "/nonexistent/dir"),
     R(threads_neg, POSE_ERR_INVALID_ARGUMENT, "-3"),
+    R(pe_at_neg, POSE_ERR_INVALID_ARGUMENT, "positions[0] is -1"),
+    R(pe_at_short, POSE_ERR_BUFFER_TOO_SMALL, "need 4"),
+    R(ids_chunks, POSE_ERR_INVALID_ARGUMENT, "num_chunks"),
+    R(ids_short, POSE_ERR_BUFFER_TOO_SMALL, "need 4"),
+    R(map_head, POSE_ERR_INVALID_ARGUMENT, "head"),
+    R(map_short, POSE_ERR_BUFFER_TOO_SMALL, "probs_count"),
+    R(map_size_null, POSE_ERR_INVALID_ARGUMENT, "num_keys is NULL"),
+    R(model_map_both, POSE_ERR_INVALID_ARGUMENT, "input"),
+    R(model_map_layer, POSE_ERR_INVALID_ARGUMENT, "layer_index is 1"),
 };
 
 static void every_row(void **state) {
@@ -208,6 +226,7 @@ static int setup(void **state) {
   pose_model_config_init(&sc, POSE_MODEL_SUMMARIZER);
   sc.vocab_size = 5, sc.dim = D, sc.ff_dim = 16, sc.num_layers = 1;
   TOK[0] = 5; /* one past the vocabulary */
+  TOK[1] = -1; /* a negative position */
   for (size_t i = 0; i < 4; i++) X[i] = (float)i;
   return pose_attention_create(&AC, &A) || pose_model_create(&MC, &M) ||
          pose_model_create(&sc, &S);

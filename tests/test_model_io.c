@@ -347,6 +347,50 @@ static void model_level_errors_are_named(void **state) {
   assert_int_equal(pose_model_load_memory("short", 5, NULL, &out), POSE_ERR_FORMAT);
 }
 
+/* Shapes are checked whatever their rank: a 1-D tensor where a matrix belongs, a bias of the
+ * wrong length. */
+static void shape_errors_name_the_tensor(void **state) {
+  (void)state;
+  static float data[64];
+  pose_st_out one_d = {"attn.query.weight", data, 1, {64}};
+  void *bytes;
+  size_t size;
+  assert_int_equal(pose_st_write_memory(&one_d, 1, NULL, 0, &bytes, &size), POSE_OK);
+  pose_model *m = (pose_model *)1;
+  pose_load_options o = opts_skip(2, 0);
+  assert_int_equal(pose_model_load_memory(bytes, size, &o, &m), POSE_ERR_WEIGHTS);
+  assert_null(m);
+  CONTAINS("\"attn.query.weight\" has 1 dimensions, expected 2");
+  pose_free(bytes);
+
+  pose_model *layer = make_model(POSE_MODEL_LAYER, 4);
+  const char *meta[] = {"kind", "layer", "dim", "8", "ff_dim", "12", "skip_factor", "3"};
+  size_t n = pose_model_num_weights(layer);
+  pose_st_out *t = calloc(n, sizeof *t);
+  for (size_t i = 0; i < n; i++) {
+    const char *name = pose_model_weight_name(layer, i);
+    size_t count;
+    pose_model_get_weight(layer, name, &t[i].data, &count);
+    t[i].name = name;
+    t[i].ndim = 1;
+    t[i].shape[0] = count;
+    if (count == 64 || count == 96) { /* the [8, 8], [12, 8] and [8, 12] matrices */
+      t[i].ndim = 2;
+      t[i].shape[0] = strstr(name, "ff.0") ? 12 : 8;
+      t[i].shape[1] = count / t[i].shape[0];
+    }
+    if (strcmp(name, "attn.query.bias") == 0) t[i].shape[0] = 7;
+  }
+  /* The file holds 7 floats for the bias (the writer takes the count from the shape). */
+  assert_int_equal(pose_st_write_memory(t, n, meta, 4, &bytes, &size), POSE_OK);
+  assert_int_equal(pose_model_load_memory(bytes, size, NULL, &m), POSE_ERR_WEIGHTS);
+  assert_null(m);
+  CONTAINS("\"attn.query.bias\" has shape [7], expected [8]");
+  pose_free(bytes);
+  free(t);
+  pose_model_free(layer);
+}
+
 /* ---- allocation failure --------------------------------------------------------------------- */
 
 typedef struct counting {
@@ -443,6 +487,7 @@ int main(void) {
       cmocka_unit_test(save_load_round_trip_is_bit_exact),
       cmocka_unit_test(failed_save_keeps_the_old_file),
       cmocka_unit_test(model_level_errors_are_named),
+      cmocka_unit_test(shape_errors_name_the_tensor),
       cmocka_unit_test(every_failed_allocation_is_clean),
       cmocka_unit_test(every_failed_allocation_in_create_and_save_is_clean),
   };

@@ -965,6 +965,39 @@ static void test_write_invalid_arguments(void **state) {
   assert_int_equal(pose_st_write_file("", t, 2, NULL, 0), bad);
 }
 
+/* Names in every UTF-8 length round-trip; surrogates and overlong forms are refused. */
+static void test_utf8_names(void **state) {
+  (void)state;
+  const float v[1] = {1.5f};
+  const char *good[] = {"\xc3\xa9t\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x8e\xb5"};
+  for (size_t i = 0; i < 3; i++) {
+    pose_st_out t = {good[i], v, 1, {1}};
+    void *bytes;
+    size_t n;
+    assert_int_equal(pose_st_write_memory(&t, 1, NULL, 0, &bytes, &n), POSE_OK);
+    pose_st_file f;
+    assert_int_equal(pose_st_parse(bytes, n, &f), POSE_OK);
+    assert_non_null(pose_st_find(&f, good[i]));
+    pose_st_file_free(&f);
+    pose_free(bytes);
+  }
+  const char *bad[] = {"\xed\xa0\x80", "\xe0\x80\xaf", "\xf5\x80\x80\x80", "a\xe2\x82"};
+  for (size_t i = 0; i < 4; i++) {
+    pose_st_out t = {bad[i], v, 1, {1}};
+    expect_write_fail(&t, 1, NULL, 0, POSE_ERR_INVALID_ARGUMENT, "UTF-8");
+  }
+}
+
+/* A tensor entry of each JSON kind that is not an object is named in the error. */
+static void test_entry_kinds(void **state) {
+  (void)state;
+  expect_format("{'t':true}", 0, "\"t\"", "a boolean");
+  expect_format("{'t':false}", 0, "\"t\"", "a boolean");
+  expect_format("{'t':null}", 0, "\"t\"", "must be an object");
+  expect_format("{'t':'x'}", 0, "\"t\"", "must be an object");
+  expect_format("{'t':1.5}", 0, "\"t\"", "must be an object");
+}
+
 static void test_write_size_overflow(void **state) {
   (void)state;
   const float v[1] = {0};
@@ -1252,6 +1285,8 @@ int main(void) {
       T(test_too_many_dims),
       T(test_write_invalid_arguments),
       T(test_write_size_overflow),
+      T(test_utf8_names),
+      T(test_entry_kinds),
       T(test_read_missing_file),
       T(test_read_directory),
       T(test_read_file_error_names_path),
