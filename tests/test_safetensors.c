@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "pose_internal.h"
 
@@ -1186,6 +1187,60 @@ static void test_oom_write_memory(void **state) {
   assert_true(n > 1);
 }
 
+/* Jansson allocates through its own hooks (process-wide, the embedder's to set, so libpose leaves
+ * them alone). Its allocation failures must not crash or leak. Writing reports them as
+ * POSE_ERR_OUT_OF_MEMORY; parsing can only say what Jansson 2.14 says, and its lexer reports
+ * most of its own allocation failures as syntax errors ("string or '}' expected"), so a parse
+ * may also give POSE_ERR_FORMAT here. */
+static size_t j_count, j_fail_at, j_live;
+static void *j_malloc(size_t n) {
+  if (++j_count == j_fail_at) return NULL;
+  void *p = malloc(n);
+  if (p != NULL) j_live++;
+  return p;
+}
+static void j_free(void *p) {
+  if (p != NULL) j_live--;
+  free(p);
+}
+
+static void test_oom_inside_jansson(void **state) {
+  (void)state;
+  pose_st_out t[SAMPLE_N];
+  sample_tensors(t);
+  void *bytes = NULL;
+  size_t size = 0;
+  assert_int_equal(pose_st_write_memory(t, SAMPLE_N, s_meta, 3, &bytes, &size), POSE_OK);
+  bool parse_failed = false, write_failed = false;
+  for (size_t n = 1; n < 1000; n++) {
+    j_count = 0, j_fail_at = n;
+    json_set_alloc_funcs(j_malloc, j_free);
+    pose_st_file f;
+    pose_status st = pose_st_parse(bytes, size, &f);
+    void *again = NULL;
+    size_t again_size = 0;
+    pose_status wst = pose_st_write_memory(t, SAMPLE_N, s_meta, 3, &again, &again_size);
+    json_set_alloc_funcs(malloc, free);
+    if (st == POSE_OK) pose_st_file_free(&f);
+    if (wst == POSE_OK) pose_free(again);
+    if (st != POSE_OK) {
+      assert_true(st == POSE_ERR_OUT_OF_MEMORY || st == POSE_ERR_FORMAT);
+      assert_zeroed(&f);
+      parse_failed = true;
+    }
+    assert_int_equal(j_live, 0); /* every JSON value Jansson made was released */
+    if (wst != POSE_OK) {
+      assert_int_equal(wst, POSE_ERR_OUT_OF_MEMORY);
+      assert_null(again);
+      write_failed = true;
+    }
+    assert_int_equal(g_alloc.live, g_live_at_start + 1); /* only `bytes` */
+    if (st == POSE_OK && wst == POSE_OK && j_count < n) break;
+  }
+  assert_true(parse_failed && write_failed);
+  pose_free(bytes);
+}
+
 static void test_oom_read_file(void **state) {
   (void)state;
   char path[512];
@@ -1296,6 +1351,7 @@ int main(void) {
       T(test_write_file_mode),
       T(test_oom_parse),
       T(test_oom_write_memory),
+      T(test_oom_inside_jansson),
       T(test_oom_read_file),
       T(test_oom_write_file),
   };

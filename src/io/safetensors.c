@@ -851,7 +851,10 @@ static pose_status st_dump(const char *fn, json_t *root, st_plan *plan) {
   size_t padded = len + (8 - len % 8) % 8;
   plan->header = pose_malloc(8 + padded);
   if (plan->header == NULL) return POSE_ERR_OUT_OF_MEMORY;
-  if (json_dumpb(root, (char *)plan->header + 8, len, flags) != len) {
+  size_t again = json_dumpb(root, (char *)plan->header + 8, len, flags);
+  if (again != len) { /* the caller frees plan->header */
+    /* Jansson dumps through its own allocator: 0 is its out-of-memory. */
+    if (again == 0) return st_json_oom(fn);
     return pose_fail(POSE_ERR_INTERNAL, "%s: the header changed size between two dumps", fn);
   }
   memset(plan->header + 8 + len, ' ', padded - len);
