@@ -94,9 +94,9 @@ extern "C" {
   (POSE_VERSION_MAJOR * 10000 + POSE_VERSION_MINOR * 100 + POSE_VERSION_PATCH)
 #define POSE_STRINGIFY_(x) #x
 #define POSE_STRINGIFY(x) POSE_STRINGIFY_(x)
-#define POSE_VERSION_STRING            \
-  POSE_STRINGIFY(POSE_VERSION_MAJOR) "." \
-  POSE_STRINGIFY(POSE_VERSION_MINOR) "." POSE_STRINGIFY(POSE_VERSION_PATCH)
+#define POSE_VERSION_STRING          \
+  POSE_STRINGIFY(POSE_VERSION_MAJOR) \
+  "." POSE_STRINGIFY(POSE_VERSION_MINOR) "." POSE_STRINGIFY(POSE_VERSION_PATCH)
 
 /** Version of the library actually loaded, e.g. "0.1.0". Static string. Thread-safe. */
 POSE_API const char *pose_version_string(void);
@@ -201,8 +201,8 @@ POSE_API pose_status pose_positional_encoding_add(float *x, size_t batch, size_t
  *  position positions[i] (>= 0, below 2^24 so that it is exact in float32), computed as
  *  pose_positional_encoding computes row positions[i]. For models trained with shifted or
  *  skipped position ids (see pose_sample_position_ids). dim must be even. */
-POSE_API pose_status pose_positional_encoding_at(const int64_t *positions, size_t count,
-                                                 size_t dim, float *pe, size_t pe_count);
+POSE_API pose_status pose_positional_encoding_at(const int64_t *positions, size_t count, size_t dim,
+                                                 float *pe, size_t pe_count);
 
 /** Position ids for PoSE training (Zhu et al., 2023, "Positional Skip-wise Training"): a
  *  training window of `window` tokens is split into num_chunks chunks of random lengths (each
@@ -211,9 +211,8 @@ POSE_API pose_status pose_positional_encoding_at(const int64_t *positions, size_
  *  position ids up to target_len - 1. ids[window] are strictly increasing, start at 0 and stay
  *  below target_len. The same seed gives the same ids on every platform.
  *  Errors: window or num_chunks 0, num_chunks > window, target_len < window, ids_count short. */
-POSE_API pose_status pose_sample_position_ids(size_t window, size_t target_len,
-                                              size_t num_chunks, uint64_t seed, int64_t *ids,
-                                              size_t ids_count);
+POSE_API pose_status pose_sample_position_ids(size_t window, size_t target_len, size_t num_chunks,
+                                              uint64_t seed, int64_t *ids, size_t ids_count);
 
 /** The functional attention of slide 2: for each batch b,
  *  out[b] = softmax(scale * query[b] . key[b, P]^T) . value[b, P] with P = 0, k, 2k, ... < seq_len.
@@ -260,16 +259,16 @@ typedef enum pose_attention_layout {
 POSE_API const char *pose_attention_mode_string(pose_attention_mode mode);
 
 typedef struct pose_attention_config {
-  size_t struct_size;            /* sizeof(pose_attention_config), set by _init */
-  pose_attention_mode mode;      /* default POSE_MODE_STRIDED */
-  pose_attention_layout layout;  /* default POSE_LAYOUT_QUERY_KEY_VALUE */
-  size_t dim;                    /* model width; default 64 */
-  size_t num_heads;              /* must divide dim; default 1 */
-  size_t skip_factor;            /* POSE_MODE_STRIDED, >= 1; default 2 */
-  size_t max_seq_len;            /* POSE_MODE_ADAPTIVE, >= 10; default 1000 */
-  int qkv_bias;                  /* POSE_LAYOUT_QKV_PROJ only: qkv has a bias; default 0 */
-  float scale;                   /* score scale; 0 = 1/sqrt(dim / num_heads) */
-  uint64_t seed;                 /* for pose_attention_create's initialisation; default 0 */
+  size_t struct_size;           /* sizeof(pose_attention_config), set by _init */
+  pose_attention_mode mode;     /* default POSE_MODE_STRIDED */
+  pose_attention_layout layout; /* default POSE_LAYOUT_QUERY_KEY_VALUE */
+  size_t dim;                   /* model width; default 64 */
+  size_t num_heads;             /* must divide dim; default 1 */
+  size_t skip_factor;           /* POSE_MODE_STRIDED, >= 1; default 2 */
+  size_t max_seq_len;           /* POSE_MODE_ADAPTIVE, >= 10; default 1000 */
+  int qkv_bias;                 /* POSE_LAYOUT_QKV_PROJ only: qkv has a bias; default 0 */
+  float scale;                  /* score scale; 0 = 1/sqrt(dim / num_heads) */
+  uint64_t seed;                /* for pose_attention_create's initialisation; default 0 */
 } pose_attention_config;
 
 /** Fills cfg with the defaults above (the slide 3 example module). */
@@ -288,14 +287,16 @@ typedef struct pose_weight {
  *  bias uniform in +-1/sqrt(in_features)), from a deterministic generator seeded by cfg->seed:
  *  the same config gives the same weights on every machine. Errors: bad config
  *  (POSE_ERR_INVALID_ARGUMENT with the field named), POSE_ERR_OUT_OF_MEMORY. */
-POSE_API pose_status pose_attention_create(const pose_attention_config *cfg, pose_attention_module **out);
+POSE_API pose_status pose_attention_create(const pose_attention_config *cfg,
+                                           pose_attention_module **out);
 
 /** Creates a module from caller weights named as in the module's state_dict (see above).
  *  Every expected tensor must be given exactly once with the expected element count, and no
  *  other: otherwise POSE_ERR_WEIGHTS naming the tensor. Weights are copied. */
 POSE_API pose_status pose_attention_create_from_weights(const pose_attention_config *cfg,
                                                         const pose_weight *weights,
-                                                        size_t num_weights, pose_attention_module **out);
+                                                        size_t num_weights,
+                                                        pose_attention_module **out);
 
 /** Frees the module; NULL is a no-op. */
 POSE_API void pose_attention_free(pose_attention_module *attn);
@@ -350,12 +351,12 @@ POSE_API pose_status pose_attention_map(const pose_attention_module *attn, const
  * A FLOP is one multiply or one add (a multiply-add is 2).
  */
 typedef struct pose_cost {
-  uint64_t skip_factor;      /* k used for this length (1 for full) */
-  uint64_t keys_per_query;   /* positions each query attends */
-  uint64_t attended_pairs;   /* batch * heads * seq_len * keys_per_query */
-  double attention_flops;    /* score and weighted-sum products: 4 * pairs * head_dim */
-  double projection_flops;   /* Q, K, V (kept rows only) and output projections */
-  double total_flops;        /* attention + projection (softmax not counted) */
+  uint64_t skip_factor;    /* k used for this length (1 for full) */
+  uint64_t keys_per_query; /* positions each query attends */
+  uint64_t attended_pairs; /* batch * heads * seq_len * keys_per_query */
+  double attention_flops;  /* score and weighted-sum products: 4 * pairs * head_dim */
+  double projection_flops; /* Q, K, V (kept rows only) and output projections */
+  double total_flops;      /* attention + projection (softmax not counted) */
 } pose_cost;
 
 POSE_API pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch,
@@ -392,22 +393,22 @@ typedef enum pose_model_kind {
 POSE_API const char *pose_model_kind_string(pose_model_kind kind);
 
 typedef struct pose_model_config {
-  size_t struct_size;        /* sizeof(pose_model_config), set by _init */
+  size_t struct_size; /* sizeof(pose_model_config), set by _init */
   pose_model_kind kind;
-  size_t dim;                /* model width (embed_dim, hidden_dim) */
-  size_t ff_dim;             /* feed-forward width; 0 = 4 * dim, what the seed's models use */
-  size_t num_layers;         /* 1 for POSE_MODEL_LAYER */
-  size_t num_heads;          /* attention heads, must divide dim; seed: 1 */
-  pose_attention_mode mode;  /* seed: POSE_MODE_STRIDED */
-  size_t skip_factor;        /* POSE_MODE_STRIDED */
-  size_t max_seq_len;        /* POSE_MODE_ADAPTIVE, >= 10 */
-  size_t vocab_size;         /* POSE_MODEL_SUMMARIZER */
-  size_t input_dim;          /* POSE_MODEL_CLASSIFIER: features per frame (e.g. 128 mel bins) */
-  size_t num_classes;        /* POSE_MODEL_CLASSIFIER: genres */
-  int positional_encoding;   /* summarizer/classifier: add slide 5 encoding after the input
+  size_t dim;               /* model width (embed_dim, hidden_dim) */
+  size_t ff_dim;            /* feed-forward width; 0 = 4 * dim, what the seed's models use */
+  size_t num_layers;        /* 1 for POSE_MODEL_LAYER */
+  size_t num_heads;         /* attention heads, must divide dim; seed: 1 */
+  pose_attention_mode mode; /* seed: POSE_MODE_STRIDED */
+  size_t skip_factor;       /* POSE_MODE_STRIDED */
+  size_t max_seq_len;       /* POSE_MODE_ADAPTIVE, >= 10 */
+  size_t vocab_size;        /* POSE_MODEL_SUMMARIZER */
+  size_t input_dim;         /* POSE_MODEL_CLASSIFIER: features per frame (e.g. 128 mel bins) */
+  size_t num_classes;       /* POSE_MODEL_CLASSIFIER: genres */
+  int positional_encoding;  /* summarizer/classifier: add slide 5 encoding after the input
                                 projection; 0 reproduces the seed, which omits it */
-  float layer_norm_eps;      /* 1e-5 as nn.LayerNorm */
-  uint64_t seed;             /* initialisation seed for pose_model_create */
+  float layer_norm_eps;     /* 1e-5 as nn.LayerNorm */
+  uint64_t seed;            /* initialisation seed for pose_model_create */
 } pose_model_config;
 
 /** Fills cfg with the seed's example sizes for kind: layer dim 64, ff 256, k 2 (slide 6);
@@ -427,8 +428,8 @@ POSE_API pose_status pose_model_create(const pose_model_config *cfg, pose_model 
 /** Creates a model from caller weights named as in the PyTorch module's state_dict (for example
  *  "pose_encoder.layers.0.attn.query.weight"). Strict like load_state_dict(strict=True). */
 POSE_API pose_status pose_model_create_from_weights(const pose_model_config *cfg,
-                                                    const pose_weight *weights,
-                                                    size_t num_weights, pose_model **out);
+                                                    const pose_weight *weights, size_t num_weights,
+                                                    pose_model **out);
 
 /** Frees the model; NULL is a no-op. */
 POSE_API void pose_model_free(pose_model *model);
@@ -451,9 +452,9 @@ POSE_API const char *pose_model_weight_name(const pose_model *model, size_t inde
 /** What one layer of the model does; layer_index < num_layers. Set struct_size first:
  *      pose_layer_info info = {.struct_size = sizeof info};  */
 typedef struct pose_layer_info {
-  size_t struct_size;        /* sizeof(pose_layer_info) as the caller knows it */
+  size_t struct_size; /* sizeof(pose_layer_info) as the caller knows it */
   pose_attention_mode mode;
-  size_t skip_factor;        /* configured k (strided); 1 for full; adaptive: see max_seq_len */
+  size_t skip_factor; /* configured k (strided); 1 for full; adaptive: see max_seq_len */
   size_t max_seq_len;
   size_t num_heads;
   size_t dim;
@@ -466,24 +467,23 @@ POSE_API pose_status pose_model_layer_info(const pose_model *model, size_t layer
 /** Number of output elements forward produces for this batch shape:
  *  layer/encoder batch*seq_len*dim, summarizer batch*seq_len*vocab_size, classifier
  *  batch*num_classes. POSE_ERR_SIZE_OVERFLOW when it does not fit. */
-POSE_API pose_status pose_model_output_count(const pose_model *model, size_t batch,
-                                             size_t seq_len, size_t *count);
+POSE_API pose_status pose_model_output_count(const pose_model *model, size_t batch, size_t seq_len,
+                                             size_t *count);
 
 /** Forward for float inputs (layer, encoder: [batch, seq_len, dim]; classifier:
  *  [batch, seq_len, input_dim]). lengths as in pose_attention_forward: padded positions are
  *  never attended to, never pooled, and give zero rows; each sequence equals running it alone.
  *  POSE_ERR_INVALID_ARGUMENT for a summarizer (use pose_model_forward_tokens). Thread-safe. */
-POSE_API pose_status pose_model_forward(const pose_model *model, const float *input,
-                                        size_t batch, size_t seq_len, const size_t *lengths,
-                                        float *out, size_t out_count);
+POSE_API pose_status pose_model_forward(const pose_model *model, const float *input, size_t batch,
+                                        size_t seq_len, const size_t *lengths, float *out,
+                                        size_t out_count);
 
 /** Forward for the summarizer: tokens [batch, seq_len] in 0..vocab_size-1 (positions past a
  *  sequence's length are ignored). An id out of range is POSE_ERR_INVALID_ARGUMENT naming its
  *  position, never an out-of-bounds read. Thread-safe. */
 POSE_API pose_status pose_model_forward_tokens(const pose_model *model, const int64_t *tokens,
-                                               size_t batch, size_t seq_len,
-                                               const size_t *lengths, float *out,
-                                               size_t out_count);
+                                               size_t batch, size_t seq_len, const size_t *lengths,
+                                               float *out, size_t out_count);
 
 /** Top-k helper: indices (and values, if non-NULL) of the k largest of scores[count], largest
  *  first, ties to the lower index. k <= count. For classifier logits (or probabilities from
@@ -522,12 +522,12 @@ POSE_API pose_status pose_model_attention_map(const pose_model *model, size_t la
  * skip factor, heads, positional encoding) comes from the options.
  */
 typedef struct pose_load_options {
-  size_t struct_size;        /* sizeof(pose_load_options), set by _init */
-  pose_attention_mode mode;  /* used when the file does not say; default POSE_MODE_STRIDED */
-  size_t skip_factor;        /* used when the file does not say; 0 = required from the file */
-  size_t max_seq_len;        /* used when the file does not say (adaptive) */
-  size_t num_heads;          /* used when the file does not say; default 1 */
-  int positional_encoding;   /* used when the file does not say; default 0 */
+  size_t struct_size;       /* sizeof(pose_load_options), set by _init */
+  pose_attention_mode mode; /* used when the file does not say; default POSE_MODE_STRIDED */
+  size_t skip_factor;       /* used when the file does not say; 0 = required from the file */
+  size_t max_seq_len;       /* used when the file does not say (adaptive) */
+  size_t num_heads;         /* used when the file does not say; default 1 */
+  int positional_encoding;  /* used when the file does not say; default 0 */
 } pose_load_options;
 
 POSE_API void pose_load_options_init(pose_load_options *opts);

@@ -209,7 +209,8 @@ pose_status pose_attention_create_from_weights(const pose_attention_config *cfg,
     }
   }
   for (size_t s = 0; s < n && st == POSE_OK; s++) {
-    if (!seen[s]) st = pose_fail(POSE_ERR_WEIGHTS, "%s: tensor \"%s\" is missing", fn, slots[s].name);
+    if (!seen[s])
+      st = pose_fail(POSE_ERR_WEIGHTS, "%s: tensor \"%s\" is missing", fn, slots[s].name);
   }
   if (st != POSE_OK) {
     pose_attention_free(a);
@@ -225,7 +226,8 @@ void pose_attention_free(pose_attention_module *attn) {
   pose_free(attn);
 }
 
-pose_status pose_attention_get_config(const pose_attention_module *attn, pose_attention_config *cfg) {
+pose_status pose_attention_get_config(const pose_attention_module *attn,
+                                      pose_attention_config *cfg) {
   static const char fn[] = "pose_attention_get_config";
   POSE_CHECK_PTR(fn, attn);
   POSE_CHECK_PTR(fn, cfg);

@@ -32,15 +32,13 @@ pose_status pose_linear(const float *x, size_t rows, size_t in_features, const f
   }
   pose_status st = pose_check_count(fn, "y_count", y_count, need);
   if (st != POSE_OK) return st;
-  if (!pose_blas_dims_ok(rows, out_features, in_features, in_features, in_features,
-                         out_features)) {
+  if (!pose_blas_dims_ok(rows, out_features, in_features, in_features, in_features, out_features)) {
     return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: dimensions exceed the BLAS integer range", fn);
   }
   if (ranges_overlap(x, x_count, y, need * sizeof(float))) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: x and y overlap", fn);
   }
-  pose_linear_rows(x, in_features, rows, in_features, weight, bias, out_features, y,
-                   out_features);
+  pose_linear_rows(x, in_features, rows, in_features, weight, bias, out_features, y, out_features);
   return POSE_OK;
 }
 

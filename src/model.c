@@ -117,8 +117,7 @@ pose_status pose_model_config_check(const char *fn, const pose_model_config *cfg
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config positional_encoding is %d, need 0 or 1",
                      fn, c.positional_encoding);
   }
-  if (c.positional_encoding &&
-      (c.kind == POSE_MODEL_LAYER || c.kind == POSE_MODEL_ENCODER)) {
+  if (c.positional_encoding && (c.kind == POSE_MODEL_LAYER || c.kind == POSE_MODEL_ENCODER)) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: config positional_encoding applies to the summarizer and classifier "
                      "only (add it to the input with pose_positional_encoding_add)",
@@ -164,8 +163,8 @@ static void add_slot(slot_builder *sb, const char *prefix, const char *name, flo
   sb->n++;
 }
 
-static void add_layer_slots(slot_builder *sb, pose_layer_weights *L, const char *prefix,
-                            size_t d, size_t ff) {
+static void add_layer_slots(slot_builder *sb, pose_layer_weights *L, const char *prefix, size_t d,
+                            size_t ff) {
   pose_attention_module *a = &L->attn;
   add_slot(sb, prefix, "attn.query.weight", &a->q_w, d, d);
   add_slot(sb, prefix, "attn.query.bias", &a->q_b, d, 0);
@@ -316,9 +315,8 @@ size_t pose_model_find_slot(const pose_model *m, const char *name) {
   return m->num_slots;
 }
 
-pose_status pose_model_create_from_weights(const pose_model_config *cfg,
-                                           const pose_weight *weights, size_t num_weights,
-                                           pose_model **out) {
+pose_status pose_model_create_from_weights(const pose_model_config *cfg, const pose_weight *weights,
+                                           size_t num_weights, pose_model **out) {
   static const char fn[] = "pose_model_create_from_weights";
   POSE_CHECK_PTR(fn, out);
   *out = NULL;

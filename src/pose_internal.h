@@ -14,11 +14,11 @@
 #include "pose.h"
 
 #if defined(__GNUC__)
-#define POSE_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
-#define POSE_UNUSED __attribute__((unused))
+#  define POSE_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#  define POSE_UNUSED __attribute__((unused))
 #else
-#define POSE_PRINTF(fmt, args)
-#define POSE_UNUSED
+#  define POSE_PRINTF(fmt, args)
+#  define POSE_UNUSED
 #endif
 
 /* ---- errors (src/status.c) -------------------------------------------------------------- */
@@ -28,10 +28,14 @@
 pose_status pose_fail(pose_status status, const char *fmt, ...) POSE_PRINTF(2, 3);
 
 /* Argument-check helpers: each records "<fn>: <what>" and returns the status on failure. */
-#define POSE_CHECK_PTR(fn, p) \
-  do { if ((p) == NULL) return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, #p); } while (0)
-#define POSE_CHECK_NONZERO(fn, n) \
-  do { if ((n) == 0) return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: %s is 0", fn, #n); } while (0)
+#define POSE_CHECK_PTR(fn, p)                                                               \
+  do {                                                                                      \
+    if ((p) == NULL) return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: %s is NULL", fn, #p); \
+  } while (0)
+#define POSE_CHECK_NONZERO(fn, n)                                                     \
+  do {                                                                                \
+    if ((n) == 0) return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: %s is 0", fn, #n); \
+  } while (0)
 
 /* ---- sizes (src/status.c) ---------------------------------------------------------------- */
 
@@ -268,8 +272,7 @@ void pose_attention_run(const pose_attention_module *a, const pose_attn_plan *pl
                         const size_t *lengths, float *out, float *scratch);
 
 /** Validates a lengths array (each in 1..seq_len) naming fn on failure. NULL is fine. */
-pose_status pose_check_lengths(const char *fn, const size_t *lengths, size_t batch,
-                               size_t seq_len);
+pose_status pose_check_lengths(const char *fn, const size_t *lengths, size_t batch, size_t seq_len);
 static inline size_t pose_len_of(const size_t *lengths, size_t b, size_t seq_len) {
   return lengths ? lengths[b] : seq_len;
 }
@@ -281,8 +284,8 @@ typedef struct pose_st_tensor {
   char *name;
   size_t ndim;
   size_t shape[POSE_ST_MAX_DIMS];
-  size_t count;  /* product of shape (1 for a scalar) */
-  float *data;   /* converted to float32, owned */
+  size_t count; /* product of shape (1 for a scalar) */
+  float *data;  /* converted to float32, owned */
 } pose_st_tensor;
 
 typedef struct pose_st_meta {
@@ -321,7 +324,6 @@ pose_status pose_st_write_memory(const pose_st_out *tensors, size_t num_tensors,
                                  const char *const *meta_kv, size_t num_meta, void **data,
                                  size_t *size);
 
-
 /* ---- models (src/model.c, src/model_forward.c, src/io/model_io.c) ------------------------- */
 typedef struct pose_layer_weights {
   pose_attention_module attn; /* query/key/value layout, owned buffers */
@@ -341,10 +343,10 @@ typedef struct pose_model_slot {
 struct pose_model {
   pose_model_config cfg;
   pose_layer_weights *layers;
-  float *embedding;               /* summarizer [vocab, dim] */
-  float *in_w, *in_b;             /* classifier feature_extractor [dim, input_dim] */
-  float *out_w, *out_b;           /* summarizer output_proj / classifier classifier */
-  pose_model_slot *slots;         /* state_dict order */
+  float *embedding;       /* summarizer [vocab, dim] */
+  float *in_w, *in_b;     /* classifier feature_extractor [dim, input_dim] */
+  float *out_w, *out_b;   /* summarizer output_proj / classifier classifier */
+  pose_model_slot *slots; /* state_dict order */
   size_t num_slots;
 };
 
@@ -365,9 +367,8 @@ size_t pose_model_find_slot(const pose_model *m, const char *name);
 size_t pose_attention_map_keys(const pose_attention_module *a, size_t seq_len);
 /** Checks head < num_heads, the sizes (POSE_ERR_SIZE_OVERFLOW) and the buffer counts
  *  (POSE_ERR_BUFFER_TOO_SMALL) of a map, naming fn. */
-pose_status pose_attention_map_check(const char *fn, const pose_attention_module *a,
-                                     size_t seq_len, size_t head, size_t probs_count,
-                                     size_t positions_count);
+pose_status pose_attention_map_check(const char *fn, const pose_attention_module *a, size_t seq_len,
+                                     size_t head, size_t probs_count, size_t positions_count);
 /** The map on arguments pose_attention_map_check accepted; x is [seq_len, dim]. Allocates
  *  scratch (POSE_ERR_OUT_OF_MEMORY, with probs and positions untouched). */
 pose_status pose_attention_map_run(const pose_attention_module *a, const float *x, size_t seq_len,

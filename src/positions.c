@@ -19,15 +19,15 @@ pose_status pose_positional_encoding_at(const int64_t *positions, size_t count, 
   }
   size_t need;
   if (!pose_mul(count, dim, &need)) {
-    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: count %zu x dim %zu overflow size_t", fn,
-                     count, dim);
+    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: count %zu x dim %zu overflow size_t", fn, count,
+                     dim);
   }
   pose_status st = pose_check_count(fn, "pe_count", pe_count, need);
   if (st != POSE_OK) return st;
   for (size_t i = 0; i < count; i++) {
     if (positions[i] < 0 || positions[i] >= MAX_POSITION) {
-      return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: positions[%zu] is %lld, need 0..%lld", fn,
-                       i, (long long)positions[i], (long long)MAX_POSITION - 1);
+      return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: positions[%zu] is %lld, need 0..%lld", fn, i,
+                       (long long)positions[i], (long long)MAX_POSITION - 1);
     }
   }
   for (size_t c = 0; c < dim; c += 2) {
@@ -60,8 +60,8 @@ pose_status pose_sample_position_ids(size_t window, size_t target_len, size_t nu
   POSE_CHECK_NONZERO(fn, num_chunks);
   if (num_chunks > window) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
-                     "%s: num_chunks is %zu, need at most window %zu (chunks are never empty)",
-                     fn, num_chunks, window);
+                     "%s: num_chunks is %zu, need at most window %zu (chunks are never empty)", fn,
+                     num_chunks, window);
   }
   if (target_len < window || target_len > (size_t)INT64_MAX) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: target_len is %zu, need >= window %zu", fn,

@@ -38,16 +38,16 @@ pose_status pose_fail(pose_status status, const char *fmt, ...) {
 
 pose_status pose_check_count(const char *fn, const char *what, size_t have, size_t need) {
   if (have < need) {
-    return pose_fail(POSE_ERR_BUFFER_TOO_SMALL, "%s: %s is %zu elements, need %zu", fn, what,
-                     have, need);
+    return pose_fail(POSE_ERR_BUFFER_TOO_SMALL, "%s: %s is %zu elements, need %zu", fn, what, have,
+                     need);
   }
   return POSE_OK;
 }
 
 pose_status pose_count3(const char *fn, size_t a, size_t b, size_t c, size_t *need) {
   if (!pose_mul3(a, b, c, need)) {
-    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: %zu x %zu x %zu elements overflow size_t", fn,
-                     a, b, c);
+    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: %zu x %zu x %zu elements overflow size_t", fn, a,
+                     b, c);
   }
   return POSE_OK;
 }

@@ -27,19 +27,24 @@ typedef struct meta_field {
   size_t offset; /* of a size_t field in pose_model_config */
 } meta_field;
 
-#define FIELD(key, field) {key, offsetof(pose_model_config, field)}
+#define FIELD(key, field) \
+  { key, offsetof(pose_model_config, field) }
 static const meta_field layer_fields[] = {
     FIELD("dim", dim), FIELD("skip_factor", skip_factor), FIELD("ff_dim", ff_dim), {NULL, 0}};
-static const meta_field encoder_fields[] = {FIELD("dim", dim), FIELD("ff_dim", ff_dim),
+static const meta_field encoder_fields[] = {FIELD("dim", dim),
+                                            FIELD("ff_dim", ff_dim),
                                             FIELD("num_layers", num_layers),
-                                            FIELD("skip_factor", skip_factor), {NULL, 0}};
-static const meta_field summarizer_fields[] = {
-    FIELD("vocab_size", vocab_size), FIELD("embed_dim", dim), FIELD("num_layers", num_layers),
-    FIELD("skip_factor", skip_factor), {NULL, 0}};
+                                            FIELD("skip_factor", skip_factor),
+                                            {NULL, 0}};
+static const meta_field summarizer_fields[] = {FIELD("vocab_size", vocab_size),
+                                               FIELD("embed_dim", dim),
+                                               FIELD("num_layers", num_layers),
+                                               FIELD("skip_factor", skip_factor),
+                                               {NULL, 0}};
 static const meta_field classifier_fields[] = {
-    FIELD("input_dim", input_dim),     FIELD("hidden_dim", dim),
-    FIELD("num_layers", num_layers),   FIELD("skip_factor", skip_factor),
-    FIELD("num_genres", num_classes),  {NULL, 0}};
+    FIELD("input_dim", input_dim),    FIELD("hidden_dim", dim),
+    FIELD("num_layers", num_layers),  FIELD("skip_factor", skip_factor),
+    FIELD("num_genres", num_classes), {NULL, 0}};
 #undef FIELD
 
 static const meta_field *fields_of(pose_model_kind kind) {
