@@ -680,26 +680,6 @@ static void model_errors(void **state) {
 
 /* ---- allocation failure --------------------------------------------------------------------- */
 
-typedef struct counting {
-  size_t live, total, fail_at;
-} counting;
-
-static void *count_alloc(size_t size, size_t alignment, void *user) {
-  counting *c = user;
-  if (++c->total == c->fail_at) return NULL;
-  void *p = NULL;
-  if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size) != 0) {
-    return NULL;
-  }
-  c->live++;
-  return p;
-}
-
-static void count_free(void *p, void *user) {
-  ((counting *)user)->live--;
-  free(p);
-}
-
 /* Fails the 1st, 2nd, ... allocation of creating a model and mapping its last layer (which
  * rebuilds the layer input through two layers, then maps), and of a module map: each returns
  * out-of-memory, frees everything and writes nothing, until every allocation succeeds. */
@@ -710,8 +690,8 @@ static void every_failed_allocation_is_clean(void **state) {
   float probs[13 * 7], first[13 * 7];
   size_t pos[7], n, model_allocs = 0;
   for (n = 1; n < 10000; n++) {
-    counting c = {0, 0, n};
-    pose_allocator al = {count_alloc, count_free, &c};
+    test_counting c = {0, 0, n};
+    pose_allocator al = test_counting_allocator(&c);
     assert_int_equal(pose_set_allocator(&al), POSE_OK);
     pose_model_config cfg;
     pose_model_config_init(&cfg, POSE_MODEL_SUMMARIZER);
@@ -750,8 +730,8 @@ static void every_failed_allocation_is_clean(void **state) {
   pose_model_free(m);
 
   for (n = 1; n < 100; n++) {
-    counting c = {0, 0, n};
-    pose_allocator al = {count_alloc, count_free, &c};
+    test_counting c = {0, 0, n};
+    pose_allocator al = test_counting_allocator(&c);
     assert_int_equal(pose_set_allocator(&al), POSE_OK);
     pose_attention_config ac;
     pose_attention_config_init(&ac);

@@ -393,26 +393,6 @@ static void shape_errors_name_the_tensor(void **state) {
 
 /* ---- allocation failure --------------------------------------------------------------------- */
 
-typedef struct counting {
-  size_t live, total, fail_at;
-} counting;
-
-static void *count_alloc(size_t size, size_t alignment, void *user) {
-  counting *c = user;
-  if (++c->total == c->fail_at) return NULL;
-  void *p = NULL;
-  if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size) != 0) {
-    return NULL;
-  }
-  c->live++;
-  return p;
-}
-
-static void count_free(void *p, void *user) {
-  ((counting *)user)->live--;
-  free(p);
-}
-
 /* Fails the 1st, 2nd, ... allocation of load + forward in turn: each returns out-of-memory,
  * leaves no handle and nothing allocated; finally everything succeeds. */
 static void every_failed_allocation_is_clean(void **state) {
@@ -425,8 +405,8 @@ static void every_failed_allocation_is_clean(void **state) {
   pose_load_options o = opts_skip(2, 0);
   size_t n;
   for (n = 1; n < 10000; n++) {
-    counting c = {0, 0, n};
-    pose_allocator a = {count_alloc, count_free, &c};
+    test_counting c = {0, 0, n};
+    pose_allocator a = test_counting_allocator(&c);
     assert_int_equal(pose_set_allocator(&a), POSE_OK);
     pose_model *m = (pose_model *)1;
     pose_status st = pose_model_load(path, &o, &m);
@@ -452,8 +432,8 @@ static void every_failed_allocation_in_create_and_save_is_clean(void **state) {
   char *path = test_tmp_path("oom_save.safetensors");
   size_t n;
   for (n = 1; n < 10000; n++) {
-    counting c = {0, 0, n};
-    pose_allocator a = {count_alloc, count_free, &c};
+    test_counting c = {0, 0, n};
+    pose_allocator a = test_counting_allocator(&c);
     assert_int_equal(pose_set_allocator(&a), POSE_OK);
     pose_model_config cfg;
     pose_model_config_init(&cfg, POSE_MODEL_SUMMARIZER);

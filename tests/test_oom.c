@@ -16,26 +16,6 @@
 #include "pose_internal.h"
 #include "testutil.h"
 
-typedef struct counting {
-  size_t live, total, fail_at;
-} counting;
-
-static void *count_alloc(size_t size, size_t alignment, void *user) {
-  counting *c = user;
-  if (++c->total == c->fail_at) return NULL;
-  void *p = NULL;
-  if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size) != 0) {
-    return NULL;
-  }
-  c->live++;
-  return p;
-}
-
-static void count_free(void *p, void *user) {
-  ((counting *)user)->live--;
-  free(p);
-}
-
 /* One path under test: runs, writes its result to out (out_count floats), frees what it made. */
 typedef pose_status (*path_fn)(float *out, size_t out_count);
 
@@ -202,8 +182,8 @@ static void every_path_fails_cleanly(void **state) {
     check_guards(ref_block, pt->out_count, pt->name);
     size_t n;
     for (n = 1; n < 100000; n++) {
-      counting c = {0, 0, n};
-      pose_allocator a = {count_alloc, count_free, &c};
+      test_counting c = {0, 0, n};
+      pose_allocator a = test_counting_allocator(&c);
       assert_int_equal(pose_set_allocator(&a), POSE_OK);
       st = pt->run(out, pt->out_count);
       size_t live = c.live;

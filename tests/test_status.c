@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "pose.h"
+#include "testutil.h"
 
 static void status_values_are_pinned(void **state) {
   (void)state;
@@ -96,39 +97,19 @@ static void thread_count(void **state) {
 
 /* ---- allocator hook ------------------------------------------------------------------------ */
 
-typedef struct counting {
-  size_t live, total, fail_at; /* fail the fail_at-th allocation (1-based); 0 = never */
-} counting;
-
-static void *count_alloc(size_t size, size_t alignment, void *user) {
-  counting *c = user;
-  c->total++;
-  if (c->fail_at != 0 && c->total == c->fail_at) return NULL;
-  void *p = NULL;
-  if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size) != 0) {
-    return NULL;
-  }
-  c->live++;
-  return p;
-}
-
-static void count_free(void *p, void *user) {
-  counting *c = user;
-  c->live--;
-  free(p);
-}
-
 static void allocator_rejects_half_set(void **state) {
   (void)state;
-  pose_allocator a = {count_alloc, NULL, NULL};
+  test_counting c = {0};
+  pose_allocator a = test_counting_allocator(&c);
+  a.free = NULL;
   assert_int_equal(pose_set_allocator(&a), POSE_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(pose_last_error(), "alloc and free"));
 }
 
 static void allocator_sees_every_allocation(void **state) {
   (void)state;
-  counting c = {0};
-  pose_allocator a = {count_alloc, count_free, &c};
+  test_counting c = {0};
+  pose_allocator a = test_counting_allocator(&c);
   assert_int_equal(pose_set_allocator(&a), POSE_OK);
   pose_attention_config cfg;
   pose_attention_config_init(&cfg);
@@ -151,8 +132,8 @@ static void failed_allocation_reports_out_of_memory(void **state) {
   pose_attention_config_init(&cfg);
   /* Fail the 1st, 2nd, ... allocation of create and then of forward until both succeed. */
   for (size_t n = 1;; n++) {
-    counting c = {0, 0, n};
-    pose_allocator a = {count_alloc, count_free, &c};
+    test_counting c = {0, 0, n};
+    pose_allocator a = test_counting_allocator(&c);
     assert_int_equal(pose_set_allocator(&a), POSE_OK);
     pose_attention_module *m = (pose_attention_module *)&c; /* must be reset to NULL */
     pose_status st = pose_attention_create(&cfg, &m);

@@ -212,3 +212,23 @@ void test_write_file(const char *path, const void *data, size_t size) {
   if (fclose(fp) != 0) bad = 1;
   if (bad) test_failf("cannot write %zu bytes to %s", size, path);
 }
+
+static void *counting_alloc(size_t size, size_t alignment, void *user) {
+  test_counting *c = user;
+  if (++c->total == c->fail_at) return NULL;
+  void *p = NULL;
+  if (posix_memalign(&p, alignment < sizeof(void *) ? sizeof(void *) : alignment, size) != 0) {
+    return NULL;
+  }
+  c->live++;
+  return p;
+}
+
+static void counting_free(void *p, void *user) {
+  ((test_counting *)user)->live--;
+  free(p);
+}
+
+pose_allocator test_counting_allocator(test_counting *c) {
+  return (pose_allocator){counting_alloc, counting_free, c};
+}

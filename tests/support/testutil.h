@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pose.h"
+
 #if defined(__GNUC__)
 #  define TEST_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
@@ -64,5 +66,15 @@ char *test_tmp_path(const char *name);
 
 /** Writes size bytes to path (fails the test on error); for feeding crafted files to loaders. */
 void test_write_file(const char *path, const void *data, size_t size);
+
+/** Counts the allocations libpose makes through it and fails the fail_at-th one (1-based; 0
+ *  never fails), for allocation-failure tests: install test_counting_allocator(&c) with
+ *  pose_set_allocator, run, restore with pose_set_allocator(NULL), then live must be 0. */
+typedef struct test_counting {
+  size_t live, total, fail_at;
+} test_counting;
+
+/** The pose_allocator that counts into c (aligned memory from posix_memalign). */
+pose_allocator test_counting_allocator(test_counting *c);
 
 #endif /* POSE_TEST_TESTUTIL_H */
