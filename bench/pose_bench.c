@@ -6,8 +6,9 @@
  * With no arguments it runs the seed's slide 8 comparison (one sequence of 10000 positions,
  * dim 256, skip 10: nn.MultiheadAttention with 8 heads against the single-head
  * SkipWiseAttention, plus strided attention with the same 8-head layout as full), then the
- * slide 13 sweep in a compact form. `pose_bench --help` lists the options; bench/README.md
- * explains the columns.
+ * slide 13 sweep in a compact form. `pose_bench --quality` measures what skipping costs: each
+ * mode's output against full attention's with the same weights on structured inputs
+ * (bench_inputs.c). `pose_bench --help` lists the options; bench/README.md explains the columns.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf, isatty */
@@ -27,6 +28,7 @@
 #include <pose.h>
 
 #include "bench_alloc.h"
+#include "bench_inputs.h"
 
 #define MAX_SEQ_LENS 64
 #define MAX_CASES 8
@@ -45,10 +47,11 @@ typedef struct options {
   layout_choice layout;
   int threads;
   int reps; /* 0: chosen from the warm-up time */
-  bool json, models, sweep;
+  bool json, models, sweep, quality;
+  bool inputs[BENCH_INPUT_COUNT]; /* --quality inputs, indexed by bench_input */
   /* Which options were given: the default run differs from an explicit one (see main). */
   bool seq_lens_set, dim_set, heads_set, skip_set, batch_set, modes_set, layout_set;
-  bool max_seq_len_set;
+  bool max_seq_len_set, inputs_set;
 } options;
 
 /* One attention configuration to time: which positions are attended and how weights are laid
@@ -757,6 +760,248 @@ static void models_table(const options *o) {
   }
 }
 
+/* ---- quality: each mode's output against full attention's ---------------------------------- */
+
+/* One row of the quality table. Timing fields as in `result`; the error fields compare this
+ * mode's output with full attention's on the same input and the same weights. */
+typedef struct quality_row {
+  pose_attention_mode mode;
+  bench_input input;
+  pose_attention_layout layout;
+  size_t batch, seq_len, dim, heads, skip, keys;
+  int reps;
+  double seconds, flops;
+  size_t workspace;
+  double speedup, ideal;     /* full's time (FLOPs) over this row's */
+  double rel_error, cosine;  /* ||y - y_full||_F / ||y_full||_F; mean cosine of rows */
+} quality_row;
+
+/* The (layout, heads) configurations the quality table compares, each against its own full
+ * module: the weights differ between layouts, so a full reference cannot be shared. */
+static size_t quality_configs(const options *o, attn_case *cfgs) {
+  size_t n = 0;
+  size_t sep_heads = o->layout == LAYOUT_SEP && o->heads_set ? o->heads : 1;
+  if (o->layout != LAYOUT_QKV) {
+    cfgs[n++] = (attn_case){POSE_MODE_FULL, POSE_LAYOUT_QUERY_KEY_VALUE, sep_heads};
+  }
+  if (o->layout != LAYOUT_SEP) {
+    cfgs[n++] = (attn_case){POSE_MODE_FULL, POSE_LAYOUT_QKV_PROJ, o->heads};
+  }
+  return n;
+}
+
+/* Relative Frobenius error and mean row cosine of y against ref, both [rows, dim], in double so
+ * that float rounding in the sums does not show up as error. A row that is zero in both has
+ * cosine 1 (they agree); zero in only one, cosine 0. */
+static void compare_outputs(const float *y, const float *ref, size_t rows, size_t dim,
+                            double *rel_error, double *cosine) {
+  double diff2 = 0.0, ref2 = 0.0, cos_sum = 0.0;
+  for (size_t r = 0; r < rows; r++) {
+    const float *a = y + r * dim, *b = ref + r * dim;
+    double ab = 0.0, aa = 0.0, bb = 0.0, dd = 0.0;
+    for (size_t c = 0; c < dim; c++) {
+      double av = a[c], bv = b[c];
+      ab += av * bv;
+      aa += av * av;
+      bb += bv * bv;
+      dd += (av - bv) * (av - bv);
+    }
+    diff2 += dd;
+    ref2 += bb;
+    if (aa == 0.0 && bb == 0.0) {
+      cos_sum += 1.0;
+    } else if (aa > 0.0 && bb > 0.0) {
+      cos_sum += ab / (sqrt(aa) * sqrt(bb));
+    }
+  }
+  *rel_error = ref2 > 0.0 ? sqrt(diff2 / ref2) : (diff2 > 0.0 ? INFINITY : 0.0);
+  *cosine = rows > 0 ? cos_sum / (double)rows : 1.0;
+}
+
+/* Weight names of a layout's state_dict (pose.h); qkv.bias only when the module has one. */
+static size_t weight_names(const pose_attention_config *cfg, const char **names) {
+  size_t n = 0;
+  if (cfg->layout == POSE_LAYOUT_QKV_PROJ) {
+    names[n++] = "qkv.weight";
+    if (cfg->qkv_bias) names[n++] = "qkv.bias";
+    names[n++] = "proj.weight";
+    names[n++] = "proj.bias";
+  } else {
+    static const char *const sep[] = {"query.weight", "query.bias", "key.weight",
+                                      "key.bias",     "value.weight", "value.bias"};
+    for (size_t i = 0; i < sizeof sep / sizeof sep[0]; i++) names[n++] = sep[i];
+  }
+  return n;
+}
+
+/* A module of `mode` with exactly full's weights: read back from the full module and passed to
+ * pose_attention_create_from_weights, so the only difference between the outputs is which
+ * positions are attended. */
+static pose_status clone_with_mode(const pose_attention_module *full, pose_attention_mode mode,
+                                   const options *o, pose_attention_module **out) {
+  pose_attention_config cfg;
+  pose_attention_config_init(&cfg);
+  pose_status st = pose_attention_get_config(full, &cfg);
+  if (st != POSE_OK) return st;
+  cfg.mode = mode;
+  cfg.skip_factor = o->skip;
+  cfg.max_seq_len = o->max_seq_len;
+  const char *names[8];
+  pose_weight weights[8];
+  size_t n = weight_names(&cfg, names);
+  for (size_t i = 0; i < n; i++) {
+    weights[i].name = names[i];
+    st = pose_attention_get_weight(full, names[i], &weights[i].data, &weights[i].count);
+    if (st != POSE_OK) return st;
+  }
+  return pose_attention_create_from_weights(&cfg, weights, n, out);
+}
+
+/* Times `module` on x (median as measure() does), leaving its output in y, and fills the
+ * timing and cost fields of *row. */
+static bool quality_time(const options *o, const pose_attention_module *module, const float *x,
+                         float *y, const char *what, quality_row *row) {
+  pose_attention_config cfg;
+  pose_attention_config_init(&cfg);
+  pose_status st = pose_attention_get_config(module, &cfg);
+  pose_cost cost;
+  if (st == POSE_OK) st = pose_attention_cost(&cfg, row->batch, row->seq_len, &cost);
+  if (st != POSE_OK) {
+    report_failure(what, st);
+    return false;
+  }
+  size_t count = row->batch * row->seq_len * row->dim;
+  attn_ctx ctx = {module, x, y, row->batch, row->seq_len, count};
+  if (!measure(run_attention, &ctx, o->reps, what, &row->seconds, &row->workspace, &row->reps)) {
+    return false;
+  }
+  row->skip = (size_t)cost.skip_factor;
+  row->keys = (size_t)cost.keys_per_query;
+  row->flops = cost.total_flops;
+  return true;
+}
+
+static void print_quality_header(void) {
+  printf("%-7s %-16s %7s %5s %6s %4s %10s %8s %7s %10s %8s\n", "input", "case", "seq_len",
+         "skip", "keys", "reps", "time_ms", "speedup", "ideal", "rel_error", "cosine");
+}
+
+static void emit_quality(const options *o, const quality_row *r) {
+  char label[48];
+  attn_case c = {r->mode, r->layout, r->heads};
+  case_label(&c, label, sizeof label);
+  if (!o->json) {
+    printf("%-7s %-16s %7zu %5zu %6zu %4d %10.2f %7.2fx %6.2fx %10.3g %8.4f\n",
+           bench_input_name(r->input), label, r->seq_len, r->skip, r->keys, r->reps,
+           r->seconds * 1e3, r->speedup, r->ideal, r->rel_error, r->cosine);
+  } else {
+    printf("{\"bench\":\"quality\",\"mode\":\"%s\",\"input\":\"%s\",\"layout\":\"%s\","
+           "\"batch\":%zu,\"seq_len\":%zu,\"dim\":%zu,\"heads\":%zu,\"skip\":%zu,\"keys\":%zu,"
+           "\"max_seq_len\":%zu,\"threads\":%d,\"reps\":%d,\"seconds\":%.9g,\"gflop\":%.9g,"
+           "\"workspace_bytes\":%zu,\"speedup_vs_full\":%.6g,\"ideal_speedup\":%.6g,"
+           "\"rel_error\":%.9g,\"cosine\":%.9g}\n",
+           pose_attention_mode_string(r->mode), bench_input_name(r->input),
+           layout_name(r->layout), r->batch, r->seq_len, r->dim, r->heads, r->skip, r->keys,
+           o->max_seq_len, g_threads, r->reps, r->seconds, r->flops * 1e-9, r->workspace,
+           r->speedup, r->ideal, r->rel_error, r->cosine);
+  }
+  fflush(stdout);
+}
+
+/* One (layout, heads, seq_len): a seeded full module, a module of every other selected mode
+ * with the same weights, and each input kind run through all of them. The full row is printed
+ * too (error 0, cosine 1 by definition) so its time stands in the table. */
+static void quality_case(const options *o, const attn_case *ac, size_t seq_len) {
+  char label[48], what[128];
+  case_label(ac, label, sizeof label);
+  snprintf(what, sizeof what, "quality %s seq_len %zu", label, seq_len);
+  progress("quality %s, seq_len %zu ...", label, seq_len);
+
+  pose_attention_config cfg;
+  pose_attention_config_init(&cfg);
+  cfg.mode = POSE_MODE_FULL;
+  cfg.layout = ac->layout;
+  cfg.dim = o->dim;
+  cfg.num_heads = ac->heads;
+  cfg.skip_factor = o->skip;
+  cfg.max_seq_len = o->max_seq_len;
+  cfg.seed = 1;
+  pose_attention_module *modules[NUM_MODES] = {NULL};
+  pose_status st = pose_attention_create(&cfg, &modules[POSE_MODE_FULL]);
+  if (st != POSE_OK) {
+    report_failure(what, st);
+    progress_done();
+    return;
+  }
+  for (int m = 1; m < NUM_MODES; m++) {
+    if (!o->modes[m]) continue;
+    char w[160];
+    snprintf(w, sizeof w, "%s: %s module with full's weights", what,
+             pose_attention_mode_string((pose_attention_mode)m));
+    st = clone_with_mode(modules[POSE_MODE_FULL], (pose_attention_mode)m, o, &modules[m]);
+    if (st != POSE_OK) {
+      report_failure(w, st);
+      modules[m] = NULL; /* the mode is left out; the others still run */
+    }
+  }
+  float *x = alloc_elems(o->batch, seq_len, o->dim, sizeof(float), what);
+  float *yf = x == NULL ? NULL : alloc_elems(o->batch, seq_len, o->dim, sizeof(float), what);
+  float *ym = yf == NULL ? NULL : alloc_elems(o->batch, seq_len, o->dim, sizeof(float), what);
+  for (int in = 0; in < BENCH_INPUT_COUNT && ym != NULL; in++) {
+    if (!o->inputs[in]) continue;
+    bench_input kind = (bench_input)in;
+    bench_input_fill(kind, x, o->batch, seq_len, o->dim, 3);
+    quality_row full = {.mode = POSE_MODE_FULL, .input = kind, .layout = ac->layout,
+                        .batch = o->batch, .seq_len = seq_len, .dim = o->dim,
+                        .heads = ac->heads};
+    snprintf(what, sizeof what, "quality %s seq_len %zu input %s", label, seq_len,
+             bench_input_name(kind));
+    if (!quality_time(o, modules[POSE_MODE_FULL], x, yf, what, &full)) continue;
+    full.speedup = full.ideal = 1.0;
+    full.rel_error = 0.0;
+    full.cosine = 1.0;
+    emit_quality(o, &full);
+    for (int m = 1; m < NUM_MODES; m++) {
+      if (modules[m] == NULL) continue;
+      quality_row r = full;
+      r.mode = (pose_attention_mode)m;
+      attn_case mc = {r.mode, ac->layout, ac->heads};
+      char ml[48];
+      case_label(&mc, ml, sizeof ml);
+      snprintf(what, sizeof what, "quality %s seq_len %zu input %s", ml, seq_len,
+               bench_input_name(kind));
+      progress("quality %s, seq_len %zu ...", ml, seq_len);
+      if (!quality_time(o, modules[m], x, ym, what, &r)) continue;
+      r.speedup = full.seconds / r.seconds;
+      r.ideal = full.flops / r.flops;
+      compare_outputs(ym, yf, o->batch * seq_len, o->dim, &r.rel_error, &r.cosine);
+      progress_done();
+      emit_quality(o, &r);
+    }
+  }
+  free(x);
+  free(yf);
+  free(ym);
+  for (int m = 0; m < NUM_MODES; m++) pose_attention_free(modules[m]);
+  progress_done();
+}
+
+static void quality_table(const options *o, const size_t *seq_lens, size_t nseq) {
+  attn_case cfgs[2];
+  size_t ncfg = quality_configs(o, cfgs);
+  for (size_t i = 0; i < ncfg; i++) {
+    if (!o->json) {
+      printf("\n== quality vs full attention: %s layout, %zu head%s, dim %zu, batch %zu, "
+             "skip %zu", layout_name(cfgs[i].layout), cfgs[i].heads,
+             cfgs[i].heads == 1 ? "" : "s", o->dim, o->batch, o->skip);
+      if (o->modes[POSE_MODE_ADAPTIVE]) printf(", adaptive max_seq_len %zu", o->max_seq_len);
+      printf(" ==\n");
+      print_quality_header();
+    }
+    for (size_t s = 0; s < nseq; s++) quality_case(o, &cfgs[i], seq_lens[s]);
+  }
+}
+
 /* ---- command line ------------------------------------------------------------------------- */
 
 static void usage(FILE *f) {
@@ -787,6 +1032,12 @@ static void usage(FILE *f) {
 "  --models             the seed's models instead: slide 9 encoder (batch 32, seq 100),\n"
 "                       slide 11 classifier (batch 16, seq 500), slide 10 summarizer (batch 16,\n"
 "                       seq 1000), in each --modes mode (skip 2, 1 head unless given)\n"
+"  --quality            speed/quality trade-off instead: each --modes mode (default all three)\n"
+"                       with full attention's own weights, its output's relative error and\n"
+"                       mean row cosine against full's, next to time and speedup\n"
+"                       (default seq-lens 1000,4000)\n"
+"  --input LIST         --quality inputs: noise (uniform), smooth (low-frequency sinusoids),\n"
+"                       local (random tokens in runs of 1..8); default all three\n"
 "measurement\n"
 "  --threads N          libpose and OpenBLAS threads (default: online CPUs; 0 = the same)\n"
 "  --reps N             timed runs after one warm-up; the median is reported\n"
@@ -868,6 +1119,35 @@ static bool parse_modes(const char *s, options *o) {
   return true;
 }
 
+static bool parse_inputs(const char *s, options *o) {
+  char buf[256];
+  if (strlen(s) >= sizeof buf) {
+    fprintf(stderr, "pose_bench: --input list is too long\n");
+    return false;
+  }
+  strcpy(buf, s);
+  memset(o->inputs, 0, sizeof o->inputs);
+  bool any = false;
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    int found = -1;
+    for (int k = 0; k < BENCH_INPUT_COUNT; k++) {
+      if (strcmp(tok, bench_input_name((bench_input)k)) == 0) found = k;
+    }
+    if (found < 0) {
+      fprintf(stderr, "pose_bench: unknown input '%s' in --input (noise, smooth, local)\n", tok);
+      return false;
+    }
+    o->inputs[found] = true;
+    any = true;
+  }
+  if (!any) {
+    fprintf(stderr, "pose_bench: --input needs at least one of noise, smooth, local\n");
+    return false;
+  }
+  return true;
+}
+
 static int online_cpus(void) {
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)(n > 1024 ? 1024 : n) : 1;
@@ -886,6 +1166,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->sgemm_size = 2048;
   o->modes[POSE_MODE_FULL] = o->modes[POSE_MODE_STRIDED] = true;
   o->layout = LAYOUT_BOTH;
+  for (int k = 0; k < BENCH_INPUT_COUNT; k++) o->inputs[k] = true;
   o->threads = online_cpus();
   for (int i = 1; i < argc; i++) {
     const char *arg = argv[i];
@@ -905,10 +1186,15 @@ static int parse_args(int argc, char **argv, options *o) {
       o->sweep = true;
       continue;
     }
+    if (strcmp(arg, "--quality") == 0) {
+      o->quality = true;
+      continue;
+    }
     /* Options with a value take it as --opt=value or as the next argument. */
     static const char *const valued[] = {"--seq-lens", "--dim",     "--heads",       "--skip",
                                          "--batch",    "--modes",   "--layout",      "--threads",
-                                         "--reps",     "--max-seq-len", "--sgemm-size"};
+                                         "--reps",     "--max-seq-len", "--sgemm-size",
+                                         "--input"};
     const char *name = NULL, *val = NULL;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0] && name == NULL; k++) {
       size_t n = strlen(valued[k]);
@@ -972,8 +1258,15 @@ static int parse_args(int argc, char **argv, options *o) {
       o->max_seq_len_set = true;
     } else if (strcmp(name, "--sgemm-size") == 0) {
       ok = parse_size(name, val, 0, 16384, &o->sgemm_size);
+    } else if (strcmp(name, "--input") == 0) {
+      ok = parse_inputs(val, o);
+      o->inputs_set = true;
     }
     if (!ok) return 2;
+  }
+  if (o->inputs_set && !o->quality) {
+    fprintf(stderr, "pose_bench: --input applies only to --quality\n");
+    return 2;
   }
   return 0;
 }
@@ -1002,7 +1295,7 @@ int main(int argc, char **argv) {
    * compact slide 13 sweep to the slide 8 case. */
   bool custom = o.seq_lens_set || o.dim_set || o.heads_set || o.skip_set || o.batch_set ||
                 o.modes_set || o.layout_set || o.max_seq_len_set;
-  bool main_table = !o.sweep && !o.models;
+  bool main_table = !o.sweep && !o.models && !o.quality;
   /* The sweep's own defaults (slide 13), each overridable. */
   size_t sweep_lens[10];
   for (size_t i = 0; i < 10; i++) sweep_lens[i] = 100 * (i + 1);
@@ -1014,9 +1307,22 @@ int main(int argc, char **argv) {
   bool compact_sweep = main_table && !custom;
   options mo = o;
   if (!o.skip_set) mo.skip = 2; /* the seed's models use k = 2 */
+  /* --quality compares against full attention, so full always runs; without --modes every
+   * other mode is compared. Its default lengths keep the run under a minute on 2 cores. */
+  options qo = o;
+  static const size_t quality_lens[] = {1000, 4000};
+  const size_t *quality_seq = o.seq_lens_set ? o.seq_lens : quality_lens;
+  size_t quality_n = o.seq_lens_set ? o.num_seq_lens : 2;
+  if (!o.modes_set) qo.modes[POSE_MODE_ADAPTIVE] = true;
+  qo.modes[POSE_MODE_FULL] = true;
+  if (o.quality && !qo.modes[POSE_MODE_STRIDED] && !qo.modes[POSE_MODE_ADAPTIVE]) {
+    fprintf(stderr, "pose_bench: --quality needs strided or adaptive in --modes\n");
+    return EXIT_USAGE;
+  }
 
   if (main_table && !check_heads(&o, o.dim)) return EXIT_USAGE;
   if ((o.sweep || compact_sweep) && !check_heads(&sw, sw.dim)) return EXIT_USAGE;
+  if (o.quality && !check_heads(&qo, qo.dim)) return EXIT_USAGE;
 
   /* The counting allocator must be in place before libpose allocates anything. */
   pose_status st = bench_alloc_install();
@@ -1065,14 +1371,21 @@ int main(int argc, char **argv) {
     }
     models_table(&mo);
   }
+  if (o.quality) quality_table(&qo, quality_seq, quality_n);
   if (!isnan(g_sgemm_gflops)) {
     if (!o.json) printf("\n");
     bench_sgemm(&o, true);
   }
-  if (!o.json) {
+  if (!o.json && (main_table || o.sweep || o.models)) {
     printf("\ntime_ms: median; eff: GFLOP/s over the sgemm rate; speedup: full's time over this"
            " one (ideal: FLOP ratio);\nworkspace: peak bytes libpose allocated during a forward"
            " call; weights: bytes the handle holds.\n");
+  }
+  if (!o.json && o.quality) {
+    printf("\nquality: every mode uses full's weights on the same input; rel_error ="
+           " ||y - y_full|| / ||y_full||,\ncosine = mean over rows of cos(y_i, y_full_i)."
+           " Weights are random (seeded): the errors measure\nhow much of full attention the"
+           " pattern covers on each input, not a trained model's accuracy.\n");
   }
   if (g_failures > 0) {
     fprintf(stderr, "pose_bench: %d failure%s (see above)\n", g_failures,
