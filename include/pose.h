@@ -241,13 +241,20 @@ POSE_API pose_status pose_attention(const float *query, const float *key, const 
  *                        are projected only at those positions.
  *   POSE_MODE_ADAPTIVE   strided with k = max(1, seq_len / (max_seq_len / 10)) (slide 4),
  *                        integer divisions; max_seq_len < 10 is rejected (the seed divides by 0).
+ *   POSE_MODE_LOCAL_STRIDED  query i attends the union of its window |i - j| <= window and the
+ *                        strided positions 0, k, 2k, ... (k = skip_factor): local context plus a
+ *                        sparse global view. Keys and values are projected at every position.
+ *                        The softmax is exact over the union (each position counted once).
+ * causal = 1 applies on top of any mode: query i attends only positions j <= i (the strided
+ * modes keep position 0, so no query is ever left with nothing to attend).
  * Scores are scaled by 1/sqrt(dim / num_heads) unless config.scale is set; with one head this is
  * the seed's 1/sqrt(dim).
  */
 typedef enum pose_attention_mode {
   POSE_MODE_FULL = 0,
   POSE_MODE_STRIDED = 1,
-  POSE_MODE_ADAPTIVE = 2
+  POSE_MODE_ADAPTIVE = 2,
+  POSE_MODE_LOCAL_STRIDED = 3
 } pose_attention_mode;
 
 typedef enum pose_attention_layout {
@@ -255,7 +262,7 @@ typedef enum pose_attention_layout {
   POSE_LAYOUT_QUERY_KEY_VALUE = 1
 } pose_attention_layout;
 
-/** Static name of a mode ("full", "strided", "adaptive") or NULL for an unknown value. */
+/** Static name of a mode ("full", "strided", "adaptive", "local_strided") or NULL for an unknown value. */
 POSE_API const char *pose_attention_mode_string(pose_attention_mode mode);
 
 typedef struct pose_attention_config {
@@ -269,6 +276,9 @@ typedef struct pose_attention_config {
   int qkv_bias;                 /* POSE_LAYOUT_QKV_PROJ only: qkv has a bias; default 0 */
   float scale;                  /* score scale; 0 = 1/sqrt(dim / num_heads) */
   uint64_t seed;                /* for pose_attention_create's initialisation; default 0 */
+  /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
+  size_t window; /* POSE_MODE_LOCAL_STRIDED: half-width |i - j| <= window, >= 1; default 0 */
+  int causal;    /* 1: query i attends only positions j <= i; 0 (default) or 1 */
 } pose_attention_config;
 
 /** Fills cfg with the defaults above (the slide 3 example module). */
@@ -329,8 +339,9 @@ POSE_API pose_status pose_attention_forward(const pose_attention_module *attn, c
  *
  * The map of one head for one sequence is probs[seq_len, num_keys], row i holding query i's
  * attention weights over the attended positions, and positions[num_keys], the input positions
- * the columns stand for (0, k, 2k, ... for strided attention; every position for full). A
- * position a query does not attend has weight 0 in its row. Rows sum to 1.
+ * the columns stand for (0, k, 2k, ... for strided attention; every position for full and
+ * local_strided). A position a query does not attend (outside its window, or past it when
+ * causal) has weight 0 in its row. Rows sum to 1.
  */
 
 /** Number of columns (attended positions) of the map for a sequence of seq_len positions. */
@@ -348,12 +359,15 @@ POSE_API pose_status pose_attention_map(const pose_attention_module *attn, const
  * Complexity (slide 7). Counts for one forward call, computed exactly (not asymptotically).
  * keys_per_query is ceil(seq_len / k), which is what strided attention attends; slide 7's
  * seq_len * (seq_len // k) undercounts by up to seq_len pairs when k does not divide seq_len.
+ * When queries attend different numbers of positions (causal attention, POSE_MODE_LOCAL_STRIDED)
+ * attended_pairs is the exact sum over queries and keys_per_query its average rounded up;
+ * POSE_MODE_LOCAL_STRIDED projects keys and values at every position.
  * A FLOP is one multiply or one add (a multiply-add is 2).
  */
 typedef struct pose_cost {
   uint64_t skip_factor;    /* k used for this length (1 for full) */
-  uint64_t keys_per_query; /* positions each query attends */
-  uint64_t attended_pairs; /* batch * heads * seq_len * keys_per_query */
+  uint64_t keys_per_query; /* positions each query attends (average, rounded up, if varying) */
+  uint64_t attended_pairs; /* batch * heads * (sum over queries of positions attended) */
   double attention_flops;  /* score and weighted-sum products: 4 * pairs * head_dim */
   double projection_flops; /* Q, K, V (kept rows only) and output projections */
   double total_flops;      /* attention + projection (softmax not counted) */
@@ -409,6 +423,9 @@ typedef struct pose_model_config {
                                 projection; 0 reproduces the seed, which omits it */
   float layer_norm_eps;     /* 1e-5 as nn.LayerNorm */
   uint64_t seed;            /* initialisation seed for pose_model_create */
+  /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
+  size_t window; /* POSE_MODE_LOCAL_STRIDED: half-width of the local window, >= 1 */
+  int causal;    /* 1: every layer's attention is causal (query i sees positions <= i) */
 } pose_model_config;
 
 /** Fills cfg with the seed's example sizes for kind: layer dim 64, ff 256, k 2 (slide 6);
@@ -459,6 +476,9 @@ typedef struct pose_layer_info {
   size_t num_heads;
   size_t dim;
   size_t ff_dim;
+  /* Added after the first release; an older caller's smaller struct does not receive them. */
+  size_t window; /* POSE_MODE_LOCAL_STRIDED window (0 for the other modes) */
+  int causal;
 } pose_layer_info;
 
 POSE_API pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
@@ -515,7 +535,8 @@ POSE_API pose_status pose_model_attention_map(const pose_model *model, size_t la
  * dim, ff_dim, num_layers, skip_factor; summarizer: vocab_size, embed_dim, num_layers,
  * skip_factor; classifier: input_dim, hidden_dim, num_layers, skip_factor, num_genres) and
  * libpose's additions ("pose.mode", "pose.num_heads", "pose.max_seq_len",
- * "pose.positional_encoding", "pose.layer_norm_eps", "pose.version").
+ * "pose.positional_encoding", "pose.layer_norm_eps", "pose.window", "pose.causal",
+ * "pose.version"). A file without "pose.window" / "pose.causal" loads with 0 for them.
  * pose_model_load accepts F32, F16 and BF16 tensors (converted to float32). A file without
  * metadata -- safetensors.torch.save_file(model.state_dict(), path) -- has its kind inferred
  * from the tensor names and its sizes from the tensor shapes; what shapes cannot tell (mode,

@@ -1,5 +1,5 @@
 /* The attention module: slide 1 (fused qkv + proj, multi-head) and slides 3-4 (separate
- * query/key/value) weight layouts, each with full, strided or adaptive attention. */
+ * query/key/value) weight layouts, each with full, strided, adaptive or local+strided attention, optionally causal. */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -15,6 +15,7 @@ const char *pose_attention_mode_string(pose_attention_mode mode) {
     case POSE_MODE_FULL: return "full";
     case POSE_MODE_STRIDED: return "strided";
     case POSE_MODE_ADAPTIVE: return "adaptive";
+    case POSE_MODE_LOCAL_STRIDED: return "local_strided";
   }
   return NULL;
 }
@@ -65,9 +66,18 @@ pose_status pose_attention_config_check(const char *fn, const pose_attention_con
   if (!pose_mul3(c.dim, c.dim, 3 * sizeof(float), &w) || c.dim > (size_t)1 << 30) {
     return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: config dim %zu is too large", fn, c.dim);
   }
-  if (c.mode == POSE_MODE_STRIDED && c.skip_factor == 0) {
+  if ((c.mode == POSE_MODE_STRIDED || c.mode == POSE_MODE_LOCAL_STRIDED) && c.skip_factor == 0) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
-                     "%s: config skip_factor is 0, need >= 1 for strided attention", fn);
+                     "%s: config skip_factor is 0, need >= 1 for %s attention", fn,
+                     pose_attention_mode_string(c.mode));
+  }
+  if (c.mode == POSE_MODE_LOCAL_STRIDED && c.window == 0) {
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT,
+                     "%s: config window is 0, need >= 1 for local_strided attention", fn);
+  }
+  if (c.causal != 0 && c.causal != 1) {
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config causal is %d, need 0 or 1", fn,
+                     c.causal);
   }
   if (c.mode == POSE_MODE_ADAPTIVE && c.max_seq_len < 10) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
@@ -267,11 +277,15 @@ pose_status pose_attention_get_weight(const pose_attention_module *attn, const c
 static size_t skip_for(const pose_attention_config *c, size_t len) {
   switch (c->mode) {
     case POSE_MODE_FULL: return 1;
-    case POSE_MODE_STRIDED: return c->skip_factor;
+    case POSE_MODE_STRIDED:
+    case POSE_MODE_LOCAL_STRIDED: return c->skip_factor;
     case POSE_MODE_ADAPTIVE: return pose_adaptive_skip(len, c->max_seq_len);
   }
   return 1;
 }
+
+/* Local attention projects keys and values at every position, stored as rows [len, dim]. */
+static bool is_local(const pose_attention_config *c) { return c->mode == POSE_MODE_LOCAL_STRIDED; }
 
 pose_status pose_attention_skip_for(const pose_attention_module *attn, size_t seq_len,
                                     size_t *skip_factor) {
@@ -285,6 +299,7 @@ pose_status pose_attention_skip_for(const pose_attention_module *attn, size_t se
 
 /* Largest number of kept keys over sequence lengths 1..seq_len. */
 static size_t max_keys(const pose_attention_config *c, size_t seq_len) {
+  if (is_local(c)) return seq_len;
   if (c->mode != POSE_MODE_ADAPTIVE) return pose_ceil_div(seq_len, skip_for(c, seq_len));
   /* k(L) = max(1, L / q), q = max_seq_len / 10: below 2q keys are at most L, above it
    * ceil(L / floor(L / q)) < 2q. */
@@ -295,7 +310,10 @@ static size_t max_keys(const pose_attention_config *c, size_t seq_len) {
 pose_status pose_attention_plan_for(const pose_attention_module *a, size_t batch, size_t seq_len,
                                     pose_attn_plan *plan) {
   const size_t d = a->cfg.dim, nk = max_keys(&a->cfg, seq_len);
-  size_t ld = skip_for(&a->cfg, seq_len), work = pose_attention_work_floats(a->head_dim, nk);
+  /* The leading dimension strided keys are read with (local: only when two keys exist). */
+  size_t ld = skip_for(&a->cfg, seq_len);
+  if (is_local(&a->cfg) && ld >= seq_len) ld = 1;
+  size_t work = pose_attention_work_floats(a->head_dim, nk);
   size_t workers = (size_t)pose_threads(), qrows, krows, slots, total;
   bool ok = pose_mul(seq_len, d, &qrows) && pose_mul(nk, d, &krows) && work != 0;
   ok = ok && pose_mul(ld, d, &ld) && pose_blas_dims_ok(seq_len, nk, d, ld, d, nk);
@@ -350,8 +368,15 @@ static void describe_qkv(const void *ctx, size_t job, pose_linear_job *j) {
   const float *bias = fused        ? (a->qkv_b ? a->qkv_b + which * d : NULL)
                       : which == 1 ? a->k_b
                                    : a->v_b;
-  /* Stored transposed, [D, max_keys] per sequence: each head's keys are contiguous rows. */
   float *y = (which == 1 ? f->k : f->v) + b * f->p->max_keys * d;
+  if (is_local(&a->cfg)) {
+    /* Every position, as rows [max_keys, D]: the kernel reads the window contiguously and the
+     * strided keys in place through a leading dimension of skip * D. */
+    *j = (pose_linear_job){
+        .x = xb, .ldx = d, .rows = len, .in = d, .w = w, .bias = bias, .out = d, .y = y, .ldy = d};
+    return;
+  }
+  /* Stored transposed, [D, max_keys] per sequence: each head's keys are contiguous rows. */
   *j = (pose_linear_job){.x = xb,
                          .ldx = skip * d,
                          .rows = pose_ceil_div(len, skip),
@@ -372,7 +397,27 @@ static void describe_head(const void *ctx, size_t b, size_t h, pose_attn_head *h
   const size_t d = a->cfg.dim, n = f->p->seq_len, off = h * a->head_dim;
   const size_t len = pose_len_of(f->lengths, b, n), skip = skip_for(&a->cfg, len);
   float *dst = a->cfg.layout == POSE_LAYOUT_QKV_PROJ ? f->q : f->out;
-  const size_t nk = f->p->max_keys, kb = b * nk * d + off * nk;
+  const size_t nk = f->p->max_keys;
+  if (is_local(&a->cfg)) {
+    const size_t kb = b * nk * d + off;
+    *hd = (pose_attn_head){.q = f->q + b * n * d + off,
+                           .ldq = d,
+                           .nq = len,
+                           .k = f->k + kb,
+                           .ldk = d,
+                           .v = f->v + kb,
+                           .ldv = d,
+                           .nkeys = len,
+                           .head_dim = a->head_dim,
+                           .scale = a->scale,
+                           .out = dst + b * n * d + off,
+                           .ldo = d,
+                           .causal = a->cfg.causal != 0,
+                           .skip = skip,
+                           .window = a->cfg.window};
+    return;
+  }
+  const size_t kb = b * nk * d + off * nk;
   *hd = (pose_attn_head){.q = f->q + b * n * d + off,
                          .ldq = d,
                          .nq = len,
@@ -385,7 +430,9 @@ static void describe_head(const void *ctx, size_t b, size_t h, pose_attn_head *h
                          .scale = a->scale,
                          .out = dst + b * n * d + off,
                          .ldo = d,
-                         .kv_transposed = true};
+                         .kv_transposed = true,
+                         .causal = a->cfg.causal != 0,
+                         .skip = skip};
 }
 
 /* Output projection of sequence b's context. */

@@ -67,44 +67,119 @@ static void write_output(const pose_attn_head *h, size_t i0, size_t m, const flo
   }
 }
 
+/* One run of keys through a block's online softmax: nkeys keys, key j at k + j * ldk (or
+ * column j when transposed) and at input position pos0 + j * step. kind says which mask
+ * applies on top of the causal one: every key, only keys outside the row's window (the strided
+ * keys of local attention; those inside are the window pass's), or only keys inside it. */
+enum { PASS_ALL = 0, PASS_OUTSIDE_WINDOW = 1, PASS_INSIDE_WINDOW = 2 };
+typedef struct key_pass {
+  const float *k, *v;
+  size_t ldk, ldv, nkeys, pos0, step;
+  int kind;
+} key_pass;
+
+/* True when query position i must not see key position p. */
+static bool masked(const pose_attn_head *h, int kind, size_t i, size_t p) {
+  if (h->causal && p > i) return true;
+  if (kind == PASS_ALL) return false;
+  bool inside = (p <= i ? i - p : p - i) <= h->window;
+  return kind == PASS_OUTSIDE_WINDOW ? inside : !inside;
+}
+
+/* Block state: m query rows from i0, scores s, accumulator o, running max mx and sum l.
+ * *first: O has not been written yet (the next tile's product overwrites it, beta 0). */
+typedef struct block_state {
+  size_t i0, m;
+  const float *q;
+  float *s, *o, *mx;
+  double *l;
+  bool first;
+} block_state;
+
+static void run_pass(const pose_attn_head *h, const key_pass *p, block_state *b) {
+  const size_t hd = h->head_dim, i0 = b->i0, i_last = b->i0 + b->m - 1;
+  for (size_t j0 = 0; j0 < p->nkeys; j0 += POSE_ATTN_KTILE) {
+    size_t nk = p->nkeys - j0 < POSE_ATTN_KTILE ? p->nkeys - j0 : POSE_ATTN_KTILE;
+    const size_t p_first = p->pos0 + j0 * p->step;
+    if (h->causal) {
+      if (p_first > i_last) break; /* this tile and every later one is past every query */
+      size_t visible = (i_last - p_first) / p->step + 1;
+      if (visible < nk) nk = visible;
+    }
+    const size_t p_last = p_first + (nk - 1) * p->step;
+    /* Strided keys all inside every row's window are the window pass's. */
+    if (p->kind == PASS_OUTSIDE_WINDOW && p_first + h->window >= i_last &&
+        p_last <= i0 + h->window) {
+      continue;
+    }
+    const bool masking = p->kind != PASS_ALL || (h->causal && p_last > i0);
+    float *s = b->s;
+    if (h->kv_transposed) {
+      pose_sgemm(false, false, b->m, nk, hd, h->scale, b->q, h->ldq, p->k + j0, p->ldk, 0.0f, s,
+                 nk);
+    } else {
+      pose_sgemm(false, true, b->m, nk, hd, h->scale, b->q, h->ldq, p->k + j0 * p->ldk, p->ldk,
+                 0.0f, s, nk);
+    }
+    for (size_t r = 0; r < b->m; r++) {
+      float *row = s + r * nk;
+      if (masking) {
+        for (size_t c = 0; c < nk; c++) {
+          if (masked(h, p->kind, i0 + r, p_first + c * p->step)) row[c] = -INFINITY;
+        }
+      }
+      /* A row whose scores are all -inf here leaves its max, sum and accumulator as they are
+       * (weights 0, alpha 1). */
+      float alpha = pose_online_softmax_row(row, nk, &b->mx[r], &b->l[r]);
+      if (!b->first && alpha != 1.0f) scale_row(b->o + r * hd, hd, alpha);
+    }
+    const float beta = b->first ? 0.0f : 1.0f;
+    if (h->kv_transposed) {
+      pose_sgemm(false, true, b->m, hd, nk, 1.0f, s, nk, p->v + j0, p->ldv, beta, b->o, hd);
+    } else {
+      pose_sgemm(false, false, b->m, hd, nk, 1.0f, s, nk, p->v + j0 * p->ldv, p->ldv, beta, b->o,
+                 hd);
+    }
+    b->first = false;
+  }
+}
+
 void pose_attention_block(const pose_attn_head *h, size_t block, float *work) {
   const size_t hd = h->head_dim, i0 = block * POSE_ATTN_QBLOCK;
   if (i0 >= h->nq) return;
   const size_t m = h->nq - i0 < POSE_ATTN_QBLOCK ? h->nq - i0 : POSE_ATTN_QBLOCK;
   const size_t kt = h->nkeys < POSE_ATTN_KTILE ? h->nkeys : POSE_ATTN_KTILE;
-  float *s = work, *o = s + align16(POSE_ATTN_QBLOCK * (kt ? kt : 1));
-  float *mx = o + align16(POSE_ATTN_QBLOCK * hd);
+  block_state b = {.i0 = i0, .m = m, .q = h->q + i0 * h->ldq, .s = work, .first = true};
+  b.o = b.s + align16(POSE_ATTN_QBLOCK * (kt ? kt : 1));
+  b.mx = b.o + align16(POSE_ATTN_QBLOCK * hd);
   /* Untyped scratch from pose_alloc_floats, used only as doubles here (64-byte aligned). */
-  double *l = (double *)(void *)(mx + align16(POSE_ATTN_QBLOCK));
-  const float *q = h->q + i0 * h->ldq;
+  b.l = (double *)(void *)(b.mx + align16(POSE_ATTN_QBLOCK));
   for (size_t r = 0; r < m; r++) {
-    mx[r] = -INFINITY;
-    l[r] = 0.0;
+    b.mx[r] = -INFINITY;
+    b.l[r] = 0.0;
   }
-  if (h->nkeys == 0) {
-    for (size_t r = 0; r < m * hd; r++) o[r] = 0.0f;
+  const size_t skip = h->skip ? h->skip : 1;
+  if (h->window == 0) {
+    key_pass p = {h->k, h->v, h->ldk, h->ldv, h->nkeys, 0, skip, PASS_ALL};
+    run_pass(h, &p, &b);
+  } else {
+    /* Pass A: the strided keys, read in place; pass B: the contiguous window range of the
+     * block, [i0 - window, i_last + window] clipped to the keys (and to i_last if causal). */
+    const size_t ns = pose_ceil_div(h->nkeys, skip), ls = ns > 1 ? skip : 1;
+    key_pass a = {h->k, h->v, ls * h->ldk, ls * h->ldv, ns, 0, skip, PASS_OUTSIDE_WINDOW};
+    run_pass(h, &a, &b);
+    const size_t i_last = i0 + m - 1, lo = i0 > h->window ? i0 - h->window : 0;
+    size_t hi =
+        h->window < h->nkeys && i_last < h->nkeys - h->window ? i_last + h->window : h->nkeys - 1;
+    if (h->causal && hi > i_last) hi = i_last;
+    key_pass w = {h->k + lo * h->ldk, h->v + lo * h->ldv, h->ldk, h->ldv, hi - lo + 1, lo, 1,
+                  PASS_INSIDE_WINDOW};
+    run_pass(h, &w, &b);
   }
-  for (size_t j0 = 0; j0 < h->nkeys; j0 += POSE_ATTN_KTILE) {
-    const size_t nk = h->nkeys - j0 < POSE_ATTN_KTILE ? h->nkeys - j0 : POSE_ATTN_KTILE;
-    if (h->kv_transposed) {
-      pose_sgemm(false, false, m, nk, hd, h->scale, q, h->ldq, h->k + j0, h->ldk, 0.0f, s, nk);
-    } else {
-      pose_sgemm(false, true, m, nk, hd, h->scale, q, h->ldq, h->k + j0 * h->ldk, h->ldk, 0.0f, s,
-                 nk);
-    }
-    for (size_t r = 0; r < m; r++) {
-      float alpha = pose_online_softmax_row(s + r * nk, nk, &mx[r], &l[r]);
-      /* The first tile's product overwrites O (beta 0), so only later tiles rescale it. */
-      if (j0 > 0 && alpha != 1.0f) scale_row(o + r * hd, hd, alpha);
-    }
-    const float beta = j0 == 0 ? 0.0f : 1.0f;
-    if (h->kv_transposed) {
-      pose_sgemm(false, true, m, hd, nk, 1.0f, s, nk, h->v + j0, h->ldv, beta, o, hd);
-    } else {
-      pose_sgemm(false, false, m, hd, nk, 1.0f, s, nk, h->v + j0 * h->ldv, h->ldv, beta, o, hd);
-    }
+  if (b.first) {
+    for (size_t r = 0; r < m * hd; r++) b.o[r] = 0.0f;
   }
-  write_output(h, i0, m, o, l);
+  write_output(h, i0, m, b.o, b.l);
 }
 
 void pose_attention_core(const pose_attn_head *h, float *work) {

@@ -9,6 +9,7 @@
  * model_forward.c (input stage, then post-LN layers) on one sequence, through the public
  * attention forward and the unchecked kernels: that keeps this file independent of how the
  * model forward is scheduled. */
+#include <math.h>
 #include <string.h>
 
 #include "pose_internal.h"
@@ -18,13 +19,27 @@
 #define MAP_FF_ROWS 256
 
 /* Skip factor for a sequence of seq_len positions (the rule of pose_attention_skip_for). */
-static size_t map_skip(const pose_attention_config *c, size_t seq_len) {
+static size_t attn_skip(const pose_attention_config *c, size_t seq_len) {
   switch (c->mode) {
     case POSE_MODE_FULL: return 1;
-    case POSE_MODE_STRIDED: return c->skip_factor;
+    case POSE_MODE_STRIDED:
+    case POSE_MODE_LOCAL_STRIDED: return c->skip_factor;
     case POSE_MODE_ADAPTIVE: return pose_adaptive_skip(seq_len, c->max_seq_len);
   }
   return 1;
+}
+
+/* Step between the map's columns: local attention has every position as a column (the union
+ * over queries of their windows and the strided positions). */
+static size_t map_skip(const pose_attention_config *c, size_t seq_len) {
+  return c->mode == POSE_MODE_LOCAL_STRIDED ? 1 : attn_skip(c, seq_len);
+}
+
+/* True when query i attends position p (beyond the columns: window and causal masks). */
+static bool map_attends(const pose_attention_config *c, size_t skip, size_t i, size_t p) {
+  if (c->causal && p > i) return false;
+  if (c->mode != POSE_MODE_LOCAL_STRIDED) return true;
+  return p % skip == 0 || (p <= i ? i - p : p - i) <= c->window;
 }
 
 size_t pose_attention_map_keys(const pose_attention_module *a, size_t seq_len) {
@@ -82,7 +97,17 @@ pose_status pose_attention_map_run(const pose_attention_module *a, const float *
   /* Nothing has been written to the caller's buffers before this point, so every failure
    * above leaves them untouched. */
   pose_sgemm(false, true, seq_len, nk, hd, a->scale, q, hd, k, hd, 0.0f, probs, nk);
-  for (size_t i = 0; i < seq_len; i++) pose_softmax_row(probs + i * nk, nk);
+  const size_t attn_k = attn_skip(&a->cfg, seq_len);
+  for (size_t i = 0; i < seq_len; i++) {
+    float *row = probs + i * nk;
+    if (a->cfg.causal || a->cfg.mode == POSE_MODE_LOCAL_STRIDED) {
+      for (size_t j = 0; j < nk; j++) {
+        if (!map_attends(&a->cfg, attn_k, i, j * skip)) row[j] = -INFINITY;
+      }
+    }
+    /* Every row keeps position 0 or its own position, so no row is all -inf. */
+    pose_softmax_row(row, nk);
+  }
   for (size_t j = 0; j < nk; j++) positions[j] = j * skip;
   pose_free(q);
   return POSE_OK;

@@ -10,26 +10,50 @@ pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch, 
   pose_attention_config c;
   pose_status st = pose_attention_config_check(fn, cfg, &c);
   if (st != POSE_OK) return st;
-  uint64_t k = c.mode == POSE_MODE_FULL      ? 1
-               : c.mode == POSE_MODE_STRIDED ? c.skip_factor
-                                             : pose_adaptive_skip(seq_len, c.max_seq_len);
-  uint64_t keys = pose_ceil_div(seq_len, (size_t)k);
+  uint64_t k = c.mode == POSE_MODE_FULL       ? 1
+               : c.mode == POSE_MODE_ADAPTIVE ? pose_adaptive_skip(seq_len, c.max_seq_len)
+                                              : c.skip_factor;
+  /* Positions attended, summed over the queries of one sequence and head. */
+  uint64_t per_seq = 0;
+  const uint64_t n = seq_len, w = c.window;
+  if (c.mode == POSE_MODE_LOCAL_STRIDED) {
+    for (uint64_t i = 0; i < n; i++) {
+      uint64_t last = c.causal ? i : n - 1;
+      uint64_t strided = last / k + 1;
+      uint64_t lo = i > w ? i - w : 0, hi = w < last - i ? i + w : last;
+      /* window positions that are not strided: |[lo, hi]| - |multiples of k in [lo, hi]| */
+      uint64_t in_window = hi - lo + 1, multiples = hi / k - (lo + k - 1) / k + 1;
+      per_seq += strided + in_window - multiples;
+    }
+  } else if (c.causal) {
+    /* sum over i < n of (i / k + 1) = n + k * q (q - 1) / 2 + r q, with n = q k + r */
+    __extension__ typedef unsigned __int128 u128;
+    u128 q = n / k, r = n % k, sum = n + k * q * (q - 1) / 2 + r * q;
+    if (sum > UINT64_MAX) {
+      return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: seq_len %zu pairs overflow", fn, seq_len);
+    }
+    per_seq = (uint64_t)sum;
+  } else if (__builtin_mul_overflow(n, (uint64_t)pose_ceil_div(seq_len, (size_t)k), &per_seq)) {
+    return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: seq_len %zu pairs overflow", fn, seq_len);
+  }
+  uint64_t keys = per_seq / n + (per_seq % n != 0);
   uint64_t pairs;
   if (__builtin_mul_overflow((uint64_t)batch, (uint64_t)c.num_heads, &pairs) ||
-      __builtin_mul_overflow(pairs, (uint64_t)seq_len, &pairs) ||
-      __builtin_mul_overflow(pairs, keys, &pairs)) {
+      __builtin_mul_overflow(pairs, per_seq, &pairs)) {
     return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: batch %zu x seq_len %zu pairs overflow", fn,
                      batch, seq_len);
   }
   double d = (double)c.dim, hd = d / (double)c.num_heads, b = (double)batch;
-  double n = (double)seq_len, kd = (double)keys;
+  double nd = (double)seq_len;
+  double kd = c.mode == POSE_MODE_LOCAL_STRIDED ? nd : (double)pose_ceil_div(seq_len, (size_t)k);
   cost->skip_factor = k;
   cost->keys_per_query = keys;
   cost->attended_pairs = pairs;
   cost->attention_flops = 4.0 * (double)pairs * hd;
-  /* Q for every position, K and V for the kept positions only, proj for the fused layout. */
-  double proj = 2.0 * b * n * d * d + 2.0 * 2.0 * b * kd * d * d;
-  if (c.layout == POSE_LAYOUT_QKV_PROJ) proj += 2.0 * b * n * d * d;
+  /* Q for every position, K and V for the kept positions only (every position for local
+   * attention), proj for the fused layout. */
+  double proj = 2.0 * b * nd * d * d + 2.0 * 2.0 * b * kd * d * d;
+  if (c.layout == POSE_LAYOUT_QKV_PROJ) proj += 2.0 * b * nd * d * d;
   cost->projection_flops = proj;
   cost->total_flops = cost->attention_flops + proj;
   return POSE_OK;

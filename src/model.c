@@ -92,8 +92,15 @@ pose_status pose_model_config_check(const char *fn, const pose_model_config *cfg
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config mode %d is not a pose_attention_mode",
                      fn, (int)c.mode);
   }
-  if (c.mode == POSE_MODE_STRIDED && c.skip_factor == 0) {
+  if ((c.mode == POSE_MODE_STRIDED || c.mode == POSE_MODE_LOCAL_STRIDED) && c.skip_factor == 0) {
     return bad_field(fn, "skip_factor", c.skip_factor, ">= 1 for strided attention");
+  }
+  if (c.mode == POSE_MODE_LOCAL_STRIDED && c.window == 0) {
+    return bad_field(fn, "window", c.window, ">= 1 for local_strided attention");
+  }
+  if (c.causal != 0 && c.causal != 1) {
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config causal is %d, need 0 or 1", fn,
+                     c.causal);
   }
   if (c.mode == POSE_MODE_ADAPTIVE && c.max_seq_len < 10) {
     return bad_field(fn, "max_seq_len", c.max_seq_len,
@@ -254,6 +261,8 @@ pose_status pose_model_new(const pose_model_config *c, pose_model **out) {
     a->cfg.num_heads = c->num_heads;
     a->cfg.skip_factor = c->skip_factor;
     a->cfg.max_seq_len = c->max_seq_len;
+    a->cfg.window = c->window;
+    a->cfg.causal = c->causal;
     a->head_dim = c->dim / c->num_heads;
     a->scale = (float)(1.0 / sqrt((double)a->head_dim));
   }
@@ -431,6 +440,8 @@ pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
   full.num_heads = a->num_heads;
   full.dim = a->dim;
   full.ff_dim = model->cfg.ff_dim;
+  full.window = a->mode == POSE_MODE_LOCAL_STRIDED ? a->window : 0;
+  full.causal = a->causal;
   /* An older caller's smaller struct receives the fields it knows. */
   memcpy(info, &full, full.struct_size);
   return POSE_OK;

@@ -190,6 +190,14 @@ typedef struct pose_attn_head {
    * of a [keys, dim] buffer is a 1 KiB-strided column slice that OpenBLAS packs slowly for
    * every tile; transposed, each tile is head_dim contiguous runs. */
   bool kv_transposed;
+  /* Masks (all zero: none). Query i is at position i; key j at position j * skip (skip 0 reads
+   * as 1). causal: query i attends only positions <= i. window > 0 (local + strided): k and v
+   * hold every position (nkeys rows, not transposed) and query i attends the union of
+   * |i - p| <= window and the positions 0, skip, 2 skip, ... (read in place, leading dimension
+   * skip * ldk). */
+  bool causal;
+  size_t skip;
+  size_t window;
 } pose_attn_head;
 /** Floats of one worker's scratch for heads of head_dim with at most max_keys keys (0 on
  *  overflow). Independent of the number of queries. */

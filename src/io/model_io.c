@@ -191,14 +191,19 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
   if (st == POSE_OK) st = meta_size(fn, f, "pose.max_seq_len", &c->max_seq_len, &found);
   if (st == POSE_OK) st = meta_size(fn, f, "pose.positional_encoding", &v, &found);
   if (st == POSE_OK && found) c->positional_encoding = (int)(v > 1 ? 2 : v);
+  if (st == POSE_OK) st = meta_size(fn, f, "pose.window", &c->window, &found);
+  if (st == POSE_OK) st = meta_size(fn, f, "pose.causal", &v, &found);
+  /* A value past 1 is kept so that the config check names it. */
+  if (st == POSE_OK && found) c->causal = (int)(v > 1 ? 2 : v);
   const char *mode = pose_st_meta_get(f, "pose.mode");
   if (st == POSE_OK && mode != NULL) {
     int i = POSE_MODE_FULL;
-    while (i <= POSE_MODE_ADAPTIVE && strcmp(mode, pose_attention_mode_string(i)) != 0) i++;
-    if (i > POSE_MODE_ADAPTIVE) {
+    while (i <= POSE_MODE_LOCAL_STRIDED && strcmp(mode, pose_attention_mode_string(i)) != 0) i++;
+    if (i > POSE_MODE_LOCAL_STRIDED) {
       st = pose_fail(POSE_ERR_FORMAT,
-                     "%s: metadata \"pose.mode\" is \"%s\", need full, strided or adaptive", fn,
-                     mode);
+                     "%s: metadata \"pose.mode\" is \"%s\", need full, strided, adaptive or "
+                     "local_strided",
+                     fn, mode);
     }
     c->mode = (pose_attention_mode)i;
   }
@@ -213,7 +218,7 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
     c->layer_norm_eps = (float)e;
   }
   if (st != POSE_OK) return st;
-  if (c->mode == POSE_MODE_STRIDED && c->skip_factor == 0) {
+  if ((c->mode == POSE_MODE_STRIDED || c->mode == POSE_MODE_LOCAL_STRIDED) && c->skip_factor == 0) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: the file does not give a skip_factor: set pose_load_options.skip_factor",
                      fn);
@@ -337,7 +342,9 @@ pose_status pose_model_save(const pose_model *model, const char *path) {
     size_t value;
   } extras[] = {{"pose.num_heads", c->num_heads},
                 {"pose.max_seq_len", c->max_seq_len},
-                {"pose.positional_encoding", (size_t)c->positional_encoding}};
+                {"pose.positional_encoding", (size_t)c->positional_encoding},
+                {"pose.window", c->window},
+                {"pose.causal", (size_t)c->causal}};
   for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
     snprintf(values[n], sizeof values[n], "%zu", extras[i].value);
     kv[2 * n] = extras[i].key;
