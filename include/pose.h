@@ -245,8 +245,30 @@ POSE_API pose_status pose_attention(const float *query, const float *key, const 
  *                        strided positions 0, k, 2k, ... (k = skip_factor): local context plus a
  *                        sparse global view. Keys and values are projected at every position.
  *                        The softmax is exact over the union (each position counted once).
+ *   POSE_MODE_HIERARCHICAL  `levels` strided levels with skip factors k, 2k, 4k, ...,
+ *                        k * 2^(levels - 1) (k = skip_factor; k = 1 gives 1, 2, 4, ...), combined
+ *                        exactly by merging the levels' softmax partials through log-sum-exp
+ *                        (the LongNet dilated-attention combination): with lse_l and out_l each
+ *                        level's log-sum-exp and softmax output, out = sum_l exp(lse_l - lse) *
+ *                        out_l, lse = log sum_l exp(lse_l). This equals one softmax over the
+ *                        MULTISET of the levels' positions: a position kept by c levels (0 is
+ *                        kept by all) counts c times, i.e. its weight is c * exp(s) / Z. Keys and
+ *                        values are projected at the level-0 positions 0, k, 2k, ... only (every
+ *                        level's positions are a subset). levels = 1 is POSE_MODE_STRIDED.
+ *   POSE_MODE_IMPORTANCE each block of 256 consecutive queries (the kernel's query block, counted
+ *                        from position 0: the block size is part of the semantics) attends the
+ *                        top_m positions with the highest importance score, the logit of the
+ *                        block's mean query: score_j = scale * mean_q . k_j (per head, computed
+ *                        in double), ties to the lower position. top_m = 0 means ceil(len / k),
+ *                        the strided budget (so cost and quality compare at equal work); top_m
+ *                        >= len is full attention. Keys and values are projected at every
+ *                        position. With causal = 1 the candidates are the positions up to the
+ *                        block's last query, and each row then masks the selected keys past
+ *                        its own position; a row left with no visible key (position 0 need not
+ *                        be selected) outputs zeros.
  * causal = 1 applies on top of any mode: query i attends only positions j <= i (the strided
- * modes keep position 0, so no query is ever left with nothing to attend).
+ * and hierarchical modes keep position 0, so no query is left with nothing to attend; an
+ * importance row may be, and gives zeros).
  * Scores are scaled by 1/sqrt(dim / num_heads) unless config.scale is set; with one head this is
  * the seed's 1/sqrt(dim).
  */
@@ -254,7 +276,9 @@ typedef enum pose_attention_mode {
   POSE_MODE_FULL = 0,
   POSE_MODE_STRIDED = 1,
   POSE_MODE_ADAPTIVE = 2,
-  POSE_MODE_LOCAL_STRIDED = 3
+  POSE_MODE_LOCAL_STRIDED = 3,
+  POSE_MODE_HIERARCHICAL = 4,
+  POSE_MODE_IMPORTANCE = 5
 } pose_attention_mode;
 
 typedef enum pose_attention_layout {
@@ -262,7 +286,8 @@ typedef enum pose_attention_layout {
   POSE_LAYOUT_QUERY_KEY_VALUE = 1
 } pose_attention_layout;
 
-/** Static name of a mode ("full", "strided", "adaptive", "local_strided") or NULL for an unknown value. */
+/** Static name of a mode ("full", "strided", "adaptive", "local_strided", "hierarchical",
+ *  "importance") or NULL for an unknown value. */
 POSE_API const char *pose_attention_mode_string(pose_attention_mode mode);
 
 typedef struct pose_attention_config {
@@ -279,6 +304,8 @@ typedef struct pose_attention_config {
   /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
   size_t window; /* POSE_MODE_LOCAL_STRIDED: half-width |i - j| <= window, >= 1; default 0 */
   int causal;    /* 1: query i attends only positions j <= i; 0 (default) or 1 */
+  size_t levels; /* POSE_MODE_HIERARCHICAL: number of levels, 1..64; default 0 */
+  size_t top_m;  /* POSE_MODE_IMPORTANCE: keys per query block; 0 (default) = ceil(len / k) */
 } pose_attention_config;
 
 /** Fills cfg with the defaults above (the slide 3 example module). */
@@ -340,8 +367,10 @@ POSE_API pose_status pose_attention_forward(const pose_attention_module *attn, c
  * The map of one head for one sequence is probs[seq_len, num_keys], row i holding query i's
  * attention weights over the attended positions, and positions[num_keys], the input positions
  * the columns stand for (0, k, 2k, ... for strided attention; every position for full and
- * local_strided). A position a query does not attend (outside its window, or past it when
- * causal) has weight 0 in its row. Rows sum to 1.
+ * local_strided and importance; 0, k, 2k, ... for hierarchical). A position a query does not
+ * attend (outside its window, not selected by its block, or past it when causal) has weight 0
+ * in its row. Hierarchical rows give a position kept by c levels c times its single weight
+ * (the multiset softmax). Rows sum to 1, except an importance row that attends nothing (all 0).
  */
 
 /** Number of columns (attended positions) of the map for a sequence of seq_len positions. */
@@ -362,6 +391,12 @@ POSE_API pose_status pose_attention_map(const pose_attention_module *attn, const
  * When queries attend different numbers of positions (causal attention, POSE_MODE_LOCAL_STRIDED)
  * attended_pairs is the exact sum over queries and keys_per_query its average rounded up;
  * POSE_MODE_LOCAL_STRIDED projects keys and values at every position.
+ * POSE_MODE_HIERARCHICAL counts each level's kept positions per query (a position kept by c
+ * levels counts c times, as the softmax does; causal clipped) and projects keys and values at the
+ * level-0 positions. POSE_MODE_IMPORTANCE counts min(m, seq_len) keys per query (m = top_m, or
+ * ceil(seq_len / k) for 0) and projects keys and values at every position; with causal the
+ * visible count of a row depends on the data (which keys are selected), so the cost reports the
+ * upper bound min(m, seq_len) per query.
  * A FLOP is one multiply or one add (a multiply-add is 2).
  */
 typedef struct pose_cost {
@@ -426,6 +461,8 @@ typedef struct pose_model_config {
   /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
   size_t window; /* POSE_MODE_LOCAL_STRIDED: half-width of the local window, >= 1 */
   int causal;    /* 1: every layer's attention is causal (query i sees positions <= i) */
+  size_t levels; /* POSE_MODE_HIERARCHICAL: 1..64 levels */
+  size_t top_m;  /* POSE_MODE_IMPORTANCE: keys per query block; 0 = ceil(len / k) */
 } pose_model_config;
 
 /** Fills cfg with the seed's example sizes for kind: layer dim 64, ff 256, k 2 (slide 6);
@@ -479,6 +516,8 @@ typedef struct pose_layer_info {
   /* Added after the first release; an older caller's smaller struct does not receive them. */
   size_t window; /* POSE_MODE_LOCAL_STRIDED window (0 for the other modes) */
   int causal;
+  size_t levels; /* POSE_MODE_HIERARCHICAL levels (0 for the other modes) */
+  size_t top_m;  /* POSE_MODE_IMPORTANCE top_m as configured (0 for the other modes) */
 } pose_layer_info;
 
 POSE_API pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
@@ -536,7 +575,8 @@ POSE_API pose_status pose_model_attention_map(const pose_model *model, size_t la
  * skip_factor; classifier: input_dim, hidden_dim, num_layers, skip_factor, num_genres) and
  * libpose's additions ("pose.mode", "pose.num_heads", "pose.max_seq_len",
  * "pose.positional_encoding", "pose.layer_norm_eps", "pose.window", "pose.causal",
- * "pose.version"). A file without "pose.window" / "pose.causal" loads with 0 for them.
+ * "pose.levels", "pose.top_m", "pose.version"). A file without "pose.window", "pose.causal",
+ * "pose.levels" or "pose.top_m" takes them from the options (default 0).
  * pose_model_load accepts F32, F16 and BF16 tensors (converted to float32). A file without
  * metadata -- safetensors.torch.save_file(model.state_dict(), path) -- has its kind inferred
  * from the tensor names and its sizes from the tensor shapes; what shapes cannot tell (mode,
@@ -549,6 +589,11 @@ typedef struct pose_load_options {
   size_t max_seq_len;       /* used when the file does not say (adaptive) */
   size_t num_heads;         /* used when the file does not say; default 1 */
   int positional_encoding;  /* used when the file does not say; default 0 */
+  /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
+  size_t window; /* used when the file does not say; default 0 */
+  int causal;    /* used when the file does not say; default 0 */
+  size_t levels; /* used when the file does not say; default 0 */
+  size_t top_m;  /* used when the file does not say; default 0 */
 } pose_load_options;
 
 POSE_API void pose_load_options_init(pose_load_options *opts);

@@ -16,6 +16,8 @@ const char *pose_attention_mode_string(pose_attention_mode mode) {
     case POSE_MODE_STRIDED: return "strided";
     case POSE_MODE_ADAPTIVE: return "adaptive";
     case POSE_MODE_LOCAL_STRIDED: return "local_strided";
+    case POSE_MODE_HIERARCHICAL: return "hierarchical";
+    case POSE_MODE_IMPORTANCE: return "importance";
   }
   return NULL;
 }
@@ -66,7 +68,7 @@ pose_status pose_attention_config_check(const char *fn, const pose_attention_con
   if (!pose_mul3(c.dim, c.dim, 3 * sizeof(float), &w) || c.dim > (size_t)1 << 30) {
     return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: config dim %zu is too large", fn, c.dim);
   }
-  if ((c.mode == POSE_MODE_STRIDED || c.mode == POSE_MODE_LOCAL_STRIDED) && c.skip_factor == 0) {
+  if (c.mode != POSE_MODE_FULL && c.mode != POSE_MODE_ADAPTIVE && c.skip_factor == 0) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: config skip_factor is 0, need >= 1 for %s attention", fn,
                      pose_attention_mode_string(c.mode));
@@ -74,6 +76,11 @@ pose_status pose_attention_config_check(const char *fn, const pose_attention_con
   if (c.mode == POSE_MODE_LOCAL_STRIDED && c.window == 0) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: config window is 0, need >= 1 for local_strided attention", fn);
+  }
+  if (c.mode == POSE_MODE_HIERARCHICAL && (c.levels == 0 || c.levels > 64)) {
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT,
+                     "%s: config levels is %zu, need 1..64 for hierarchical attention", fn,
+                     c.levels);
   }
   if (c.causal != 0 && c.causal != 1) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config causal is %d, need 0 or 1", fn,
@@ -278,14 +285,29 @@ static size_t skip_for(const pose_attention_config *c, size_t len) {
   switch (c->mode) {
     case POSE_MODE_FULL: return 1;
     case POSE_MODE_STRIDED:
-    case POSE_MODE_LOCAL_STRIDED: return c->skip_factor;
+    case POSE_MODE_LOCAL_STRIDED:
+    case POSE_MODE_HIERARCHICAL:
+    case POSE_MODE_IMPORTANCE: return c->skip_factor;
     case POSE_MODE_ADAPTIVE: return pose_adaptive_skip(len, c->max_seq_len);
   }
   return 1;
 }
 
-/* Local attention projects keys and values at every position, stored as rows [len, dim]. */
-static bool is_local(const pose_attention_config *c) { return c->mode == POSE_MODE_LOCAL_STRIDED; }
+/* Local and importance attention project keys and values at every position, stored as rows
+ * [len, dim]. */
+static bool is_local(const pose_attention_config *c) {
+  return c->mode == POSE_MODE_LOCAL_STRIDED || c->mode == POSE_MODE_IMPORTANCE;
+}
+
+/* Hierarchical attention keeps the level-0 positions as rows [keys, dim] (not transposed), so
+ * that the coarser levels can read every 2^l-th row in place. */
+static bool is_hier(const pose_attention_config *c) { return c->mode == POSE_MODE_HIERARCHICAL; }
+
+/* Keys an importance block selects in a sequence of len positions. */
+static size_t top_m_for(const pose_attention_config *c, size_t len) {
+  size_t m = c->top_m ? c->top_m : pose_ceil_div(len, c->skip_factor);
+  return m < len ? m : len;
+}
 
 pose_status pose_attention_skip_for(const pose_attention_module *attn, size_t seq_len,
                                     size_t *skip_factor) {
@@ -313,7 +335,12 @@ pose_status pose_attention_plan_for(const pose_attention_module *a, size_t batch
   /* The leading dimension strided keys are read with (local: only when two keys exist). */
   size_t ld = skip_for(&a->cfg, seq_len);
   if (is_local(&a->cfg) && ld >= seq_len) ld = 1;
+  if (is_hier(&a->cfg)) ld = nk; /* level l reads every 2^l-th of nk rows */
   size_t work = pose_attention_work_floats(a->head_dim, nk);
+  if (a->cfg.mode == POSE_MODE_IMPORTANCE) {
+    size_t extra = pose_importance_work_floats(a->head_dim, nk, top_m_for(&a->cfg, seq_len));
+    if (extra == 0 || !pose_add(work, extra, &work)) work = 0;
+  }
   size_t workers = (size_t)pose_threads(), qrows, krows, slots, total;
   bool ok = pose_mul(seq_len, d, &qrows) && pose_mul(nk, d, &krows) && work != 0;
   ok = ok && pose_mul(ld, d, &ld) && pose_blas_dims_ok(seq_len, nk, d, ld, d, nk);
@@ -376,6 +403,20 @@ static void describe_qkv(const void *ctx, size_t job, pose_linear_job *j) {
         .x = xb, .ldx = d, .rows = len, .in = d, .w = w, .bias = bias, .out = d, .y = y, .ldy = d};
     return;
   }
+  if (is_hier(&a->cfg)) {
+    /* The level-0 positions as rows [max_keys, D] (one key: the stride is never used). */
+    const size_t nk = pose_ceil_div(len, skip);
+    *j = (pose_linear_job){.x = xb,
+                           .ldx = nk > 1 ? skip * d : d,
+                           .rows = nk,
+                           .in = d,
+                           .w = w,
+                           .bias = bias,
+                           .out = d,
+                           .y = y,
+                           .ldy = d};
+    return;
+  }
   /* Stored transposed, [D, max_keys] per sequence: each head's keys are contiguous rows. */
   *j = (pose_linear_job){.x = xb,
                          .ldx = skip * d,
@@ -400,6 +441,27 @@ static void describe_head(const void *ctx, size_t b, size_t h, pose_attn_head *h
   const size_t nk = f->p->max_keys;
   if (is_local(&a->cfg)) {
     const size_t kb = b * nk * d + off;
+    *hd = (pose_attn_head){
+        .q = f->q + b * n * d + off,
+        .ldq = d,
+        .nq = len,
+        .k = f->k + kb,
+        .ldk = d,
+        .v = f->v + kb,
+        .ldv = d,
+        .nkeys = len,
+        .head_dim = a->head_dim,
+        .scale = a->scale,
+        .out = dst + b * n * d + off,
+        .ldo = d,
+        .causal = a->cfg.causal != 0,
+        .skip = skip,
+        .window = a->cfg.mode == POSE_MODE_LOCAL_STRIDED ? a->cfg.window : 0,
+        .top_m = a->cfg.mode == POSE_MODE_IMPORTANCE ? top_m_for(&a->cfg, len) : 0};
+    return;
+  }
+  if (is_hier(&a->cfg)) {
+    const size_t kb = b * nk * d + off;
     *hd = (pose_attn_head){.q = f->q + b * n * d + off,
                            .ldq = d,
                            .nq = len,
@@ -407,14 +469,14 @@ static void describe_head(const void *ctx, size_t b, size_t h, pose_attn_head *h
                            .ldk = d,
                            .v = f->v + kb,
                            .ldv = d,
-                           .nkeys = len,
+                           .nkeys = pose_ceil_div(len, skip),
                            .head_dim = a->head_dim,
                            .scale = a->scale,
                            .out = dst + b * n * d + off,
                            .ldo = d,
                            .causal = a->cfg.causal != 0,
                            .skip = skip,
-                           .window = a->cfg.window};
+                           .levels = a->cfg.levels};
     return;
   }
   const size_t kb = b * nk * d + off * nk;

@@ -23,16 +23,28 @@ static size_t attn_skip(const pose_attention_config *c, size_t seq_len) {
   switch (c->mode) {
     case POSE_MODE_FULL: return 1;
     case POSE_MODE_STRIDED:
-    case POSE_MODE_LOCAL_STRIDED: return c->skip_factor;
+    case POSE_MODE_LOCAL_STRIDED:
+    case POSE_MODE_HIERARCHICAL:
+    case POSE_MODE_IMPORTANCE: return c->skip_factor;
     case POSE_MODE_ADAPTIVE: return pose_adaptive_skip(seq_len, c->max_seq_len);
   }
   return 1;
 }
 
-/* Step between the map's columns: local attention has every position as a column (the union
- * over queries of their windows and the strided positions). */
+/* Step between the map's columns: local and importance attention have every position as a
+ * column (the union over queries of their windows and the strided positions, or of the blocks'
+ * selections); hierarchical attention the level-0 positions. */
 static size_t map_skip(const pose_attention_config *c, size_t seq_len) {
-  return c->mode == POSE_MODE_LOCAL_STRIDED ? 1 : attn_skip(c, seq_len);
+  return c->mode == POSE_MODE_LOCAL_STRIDED || c->mode == POSE_MODE_IMPORTANCE
+             ? 1
+             : attn_skip(c, seq_len);
+}
+
+/* Levels of hierarchical attention that keep level-0 key j (j = 0 is kept by all). */
+static size_t levels_keeping(size_t levels, size_t j) {
+  size_t c = 1;
+  while (c < levels && c < 64 && j % ((size_t)1 << c) == 0) c++;
+  return j == 0 ? levels : c;
 }
 
 /* True when query i attends position p (beyond the columns: window and causal masks). */
@@ -96,19 +108,53 @@ pose_status pose_attention_map_run(const pose_attention_module *a, const float *
   pose_linear_rows(x, nk > 1 ? skip * d : d, nk, d, wk, bk, hd, k, hd);
   /* Nothing has been written to the caller's buffers before this point, so every failure
    * above leaves them untouched. */
+  /* Importance: each query block's selection, as the forward makes it (attention_core.c). */
+  size_t *sel = NULL;
+  double *dbl = NULL;
+  unsigned char *chosen = NULL;
+  if (a->cfg.mode == POSE_MODE_IMPORTANCE) {
+    sel = pose_calloc(nk, sizeof *sel);
+    dbl = pose_calloc(nk + hd, sizeof *dbl);
+    chosen = pose_calloc(nk, 1);
+    if (sel == NULL || dbl == NULL || chosen == NULL) {
+      pose_free(sel), pose_free(dbl), pose_free(chosen), pose_free(q);
+      return POSE_ERR_OUT_OF_MEMORY;
+    }
+  }
   pose_sgemm(false, true, seq_len, nk, hd, a->scale, q, hd, k, hd, 0.0f, probs, nk);
-  const size_t attn_k = attn_skip(&a->cfg, seq_len);
+  const size_t attn_k = attn_skip(&a->cfg, seq_len), qb = pose_attention_tile_queries();
   for (size_t i = 0; i < seq_len; i++) {
     float *row = probs + i * nk;
-    if (a->cfg.causal || a->cfg.mode == POSE_MODE_LOCAL_STRIDED) {
+    if (chosen != NULL && i % qb == 0) {
+      const size_t m = seq_len - i < qb ? seq_len - i : qb, i_last = i + m - 1;
+      const size_t ncand = a->cfg.causal && i_last + 1 < nk ? i_last + 1 : nk;
+      size_t top = a->cfg.top_m ? a->cfg.top_m : pose_ceil_div(seq_len, a->cfg.skip_factor);
+      size_t cnt = pose_importance_select(q + i * hd, hd, m, k, hd, ncand, hd, a->scale, top, dbl,
+                                          dbl + hd, sel);
+      memset(chosen, 0, nk);
+      for (size_t r = 0; r < cnt; r++) chosen[sel[r]] = 1;
+    }
+    if (a->cfg.causal || a->cfg.mode == POSE_MODE_LOCAL_STRIDED || chosen != NULL) {
       for (size_t j = 0; j < nk; j++) {
-        if (!map_attends(&a->cfg, attn_k, i, j * skip)) row[j] = -INFINITY;
+        if (!map_attends(&a->cfg, attn_k, i, j * skip) || (chosen != NULL && !chosen[j])) {
+          row[j] = -INFINITY;
+        }
       }
     }
-    /* Every row keeps position 0 or its own position, so no row is all -inf. */
+    /* An all -inf row (an importance row that attends nothing) gives zeros. */
     pose_softmax_row(row, nk);
+    if (a->cfg.mode == POSE_MODE_HIERARCHICAL && a->cfg.levels > 1) {
+      /* The multiset softmax: a position kept by c levels weighs c times. */
+      double sum = 0.0;
+      for (size_t j = 0; j < nk; j++)
+        sum += (double)row[j] * (double)levels_keeping(a->cfg.levels, j);
+      for (size_t j = 0; j < nk; j++) {
+        row[j] = (float)((double)row[j] * (double)levels_keeping(a->cfg.levels, j) / sum);
+      }
+    }
   }
   for (size_t j = 0; j < nk; j++) positions[j] = j * skip;
+  pose_free(sel), pose_free(dbl), pose_free(chosen);
   pose_free(q);
   return POSE_OK;
 }

@@ -1,6 +1,21 @@
 /* The complexity model of slide 7 as an API: exact counts for one forward call. */
 #include "pose_internal.h"
 
+/* Positions 0, k, 2k, ... < n attended, summed over the n queries (causal: those <= i). */
+static bool strided_pairs(uint64_t n, uint64_t k, bool causal, uint64_t *out) {
+  __extension__ typedef unsigned __int128 u128;
+  u128 q = n / k, r = n % k, sum;
+  if (causal) {
+    /* sum over i < n of (i / k + 1) = n + k * q (q - 1) / 2 + r q, with n = q k + r */
+    sum = n + k * q * (q - 1) / 2 + r * q;
+  } else {
+    sum = (u128)n * (q + (r != 0));
+  }
+  if (sum > UINT64_MAX) return false;
+  *out = (uint64_t)sum;
+  return true;
+}
+
 pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch, size_t seq_len,
                                 pose_cost *cost) {
   static const char fn[] = "pose_attention_cost";
@@ -25,15 +40,24 @@ pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch, 
       uint64_t in_window = hi - lo + 1, multiples = hi / k - (lo + k - 1) / k + 1;
       per_seq += strided + in_window - multiples;
     }
-  } else if (c.causal) {
-    /* sum over i < n of (i / k + 1) = n + k * q (q - 1) / 2 + r q, with n = q k + r */
-    __extension__ typedef unsigned __int128 u128;
-    u128 q = n / k, r = n % k, sum = n + k * q * (q - 1) / 2 + r * q;
-    if (sum > UINT64_MAX) {
+  } else if (c.mode == POSE_MODE_HIERARCHICAL) {
+    /* Each level's kept positions, counted once per level (the multiset softmax). */
+    for (size_t l = 0; l < c.levels; l++) {
+      uint64_t kl = l < 63 && k <= (UINT64_MAX >> l) ? k << l : UINT64_MAX, level;
+      if (kl > n) kl = n; /* only position 0: the same count as a step of n */
+      if (!strided_pairs(n, kl, c.causal != 0, &level) ||
+          __builtin_add_overflow(per_seq, level, &per_seq)) {
+        return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: seq_len %zu pairs overflow", fn, seq_len);
+      }
+    }
+  } else if (c.mode == POSE_MODE_IMPORTANCE) {
+    /* min(m, n) per query; with causal, the upper bound (the visible count depends on data). */
+    uint64_t m = c.top_m ? c.top_m : pose_ceil_div(seq_len, (size_t)k);
+    if (m > n) m = n;
+    if (__builtin_mul_overflow(n, m, &per_seq)) {
       return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: seq_len %zu pairs overflow", fn, seq_len);
     }
-    per_seq = (uint64_t)sum;
-  } else if (__builtin_mul_overflow(n, (uint64_t)pose_ceil_div(seq_len, (size_t)k), &per_seq)) {
+  } else if (!strided_pairs(n, k, c.causal != 0, &per_seq)) {
     return pose_fail(POSE_ERR_SIZE_OVERFLOW, "%s: seq_len %zu pairs overflow", fn, seq_len);
   }
   uint64_t keys = per_seq / n + (per_seq % n != 0);
@@ -45,7 +69,9 @@ pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch, 
   }
   double d = (double)c.dim, hd = d / (double)c.num_heads, b = (double)batch;
   double nd = (double)seq_len;
-  double kd = c.mode == POSE_MODE_LOCAL_STRIDED ? nd : (double)pose_ceil_div(seq_len, (size_t)k);
+  double kd = c.mode == POSE_MODE_LOCAL_STRIDED || c.mode == POSE_MODE_IMPORTANCE
+                  ? nd
+                  : (double)pose_ceil_div(seq_len, (size_t)k);
   cost->skip_factor = k;
   cost->keys_per_query = keys;
   cost->attended_pairs = pairs;

@@ -92,11 +92,14 @@ pose_status pose_model_config_check(const char *fn, const pose_model_config *cfg
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config mode %d is not a pose_attention_mode",
                      fn, (int)c.mode);
   }
-  if ((c.mode == POSE_MODE_STRIDED || c.mode == POSE_MODE_LOCAL_STRIDED) && c.skip_factor == 0) {
+  if (c.mode != POSE_MODE_FULL && c.mode != POSE_MODE_ADAPTIVE && c.skip_factor == 0) {
     return bad_field(fn, "skip_factor", c.skip_factor, ">= 1 for strided attention");
   }
   if (c.mode == POSE_MODE_LOCAL_STRIDED && c.window == 0) {
     return bad_field(fn, "window", c.window, ">= 1 for local_strided attention");
+  }
+  if (c.mode == POSE_MODE_HIERARCHICAL && (c.levels == 0 || c.levels > 64)) {
+    return bad_field(fn, "levels", c.levels, "1..64 for hierarchical attention");
   }
   if (c.causal != 0 && c.causal != 1) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT, "%s: config causal is %d, need 0 or 1", fn,
@@ -263,6 +266,8 @@ pose_status pose_model_new(const pose_model_config *c, pose_model **out) {
     a->cfg.max_seq_len = c->max_seq_len;
     a->cfg.window = c->window;
     a->cfg.causal = c->causal;
+    a->cfg.levels = c->levels;
+    a->cfg.top_m = c->top_m;
     a->head_dim = c->dim / c->num_heads;
     a->scale = (float)(1.0 / sqrt((double)a->head_dim));
   }
@@ -442,6 +447,8 @@ pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
   full.ff_dim = model->cfg.ff_dim;
   full.window = a->mode == POSE_MODE_LOCAL_STRIDED ? a->window : 0;
   full.causal = a->causal;
+  full.levels = a->mode == POSE_MODE_HIERARCHICAL ? a->levels : 0;
+  full.top_m = a->mode == POSE_MODE_IMPORTANCE ? a->top_m : 0;
   /* An older caller's smaller struct receives the fields it knows. */
   memcpy(info, &full, full.struct_size);
   return POSE_OK;

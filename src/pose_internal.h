@@ -198,7 +198,25 @@ typedef struct pose_attn_head {
   bool causal;
   size_t skip;
   size_t window;
+  /* levels > 0 (hierarchical): k and v hold the level-0 positions 0, skip, 2 skip, ... as rows
+   * (not transposed), and level l reads every 2^l-th of them in place; all levels feed the same
+   * online softmax (the log-sum-exp merge of their partials). */
+  size_t levels;
+  /* top_m > 0 (importance): k and v hold every position as rows (not transposed); each query
+   * block attends its top_m keys by pose_importance_select, gathered into the worker's scratch. */
+  size_t top_m;
 } pose_attn_head;
+/** Importance selection of POSE_MODE_IMPORTANCE for one query block: mean of the m query rows
+ *  q (leading dimension ldq, head_dim hd), score_j = scale * mean . k_j in double for the
+ *  candidate keys j < ncand (rows of k, leading dimension ldk), then the top_m best (ties to the
+ *  lower position) written to sel in ascending order. mean holds hd doubles, scores ncand
+ *  doubles, sel ncand entries. Returns the count, min(top_m, ncand). */
+size_t pose_importance_select(const float *q, size_t ldq, size_t m, const float *k, size_t ldk,
+                              size_t ncand, size_t hd, float scale, size_t top_m, double *mean,
+                              double *scores, size_t *sel);
+/** Extra floats of a worker's scratch for importance selection over at most max_keys keys with
+ *  at most top_m selected (0 on overflow). */
+size_t pose_importance_work_floats(size_t head_dim, size_t max_keys, size_t top_m);
 /** Floats of one worker's scratch for heads of head_dim with at most max_keys keys (0 on
  *  overflow). Independent of the number of queries. */
 size_t pose_attention_work_floats(size_t head_dim, size_t max_keys);

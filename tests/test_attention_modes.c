@@ -51,6 +51,8 @@ static int ref_allowed(const pose_attention_config *cfg, size_t n, size_t i, siz
     case POSE_MODE_STRIDED:
     case POSE_MODE_ADAPTIVE: return p % k == 0;
     case POSE_MODE_LOCAL_STRIDED: return p % k == 0 || (p <= i ? i - p : p - i) <= cfg->window;
+    case POSE_MODE_HIERARCHICAL:
+    case POSE_MODE_IMPORTANCE: return 0; /* tested in test_attention_modes2.c */
   }
   return 0;
 }
@@ -293,7 +295,7 @@ static void maps_mask_like_the_forward(void **state) {
 static void config_errors_and_names(void **state) {
   (void)state;
   assert_string_equal(pose_attention_mode_string(POSE_MODE_LOCAL_STRIDED), "local_strided");
-  assert_null(pose_attention_mode_string((pose_attention_mode)4));
+  assert_null(pose_attention_mode_string((pose_attention_mode)6));
   pose_attention_config cfg;
   pose_attention_config_init(&cfg);
   assert_int_equal(cfg.causal, 0);

@@ -286,7 +286,7 @@ static void bad_model_configs_are_named(void **state) {
   EXPECT_BAD(POSE_MODEL_LAYER, c.num_layers = 2, "num_layers");
   EXPECT_BAD(POSE_MODEL_ENCODER, c.num_layers = 0, "num_layers");
   EXPECT_BAD(POSE_MODEL_ENCODER, c.num_heads = 7, "num_heads");
-  EXPECT_BAD(POSE_MODEL_ENCODER, c.mode = (pose_attention_mode)5, "mode");
+  EXPECT_BAD(POSE_MODEL_ENCODER, c.mode = (pose_attention_mode)6, "mode");
   EXPECT_BAD(POSE_MODEL_ENCODER, c.skip_factor = 0, "skip_factor");
   EXPECT_BAD(POSE_MODEL_ENCODER, (c.mode = POSE_MODE_ADAPTIVE, c.max_seq_len = 5), "max_seq_len");
   EXPECT_BAD(POSE_MODEL_SUMMARIZER, c.vocab_size = 0, "vocab_size");

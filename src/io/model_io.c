@@ -182,6 +182,10 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
   c->max_seq_len = o->max_seq_len;
   c->num_heads = o->num_heads;
   c->positional_encoding = o->positional_encoding;
+  c->window = o->window;
+  c->causal = o->causal;
+  c->levels = o->levels;
+  c->top_m = o->top_m;
   bool found;
   for (const meta_field *m = fields_of(kind); m->key != NULL && st == POSE_OK; m++) {
     st = meta_size(fn, f, m->key, field_ptr(c, m), &found);
@@ -195,14 +199,16 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
   if (st == POSE_OK) st = meta_size(fn, f, "pose.causal", &v, &found);
   /* A value past 1 is kept so that the config check names it. */
   if (st == POSE_OK && found) c->causal = (int)(v > 1 ? 2 : v);
+  if (st == POSE_OK) st = meta_size(fn, f, "pose.levels", &c->levels, &found);
+  if (st == POSE_OK) st = meta_size(fn, f, "pose.top_m", &c->top_m, &found);
   const char *mode = pose_st_meta_get(f, "pose.mode");
   if (st == POSE_OK && mode != NULL) {
     int i = POSE_MODE_FULL;
-    while (i <= POSE_MODE_LOCAL_STRIDED && strcmp(mode, pose_attention_mode_string(i)) != 0) i++;
-    if (i > POSE_MODE_LOCAL_STRIDED) {
+    while (i <= POSE_MODE_IMPORTANCE && strcmp(mode, pose_attention_mode_string(i)) != 0) i++;
+    if (i > POSE_MODE_IMPORTANCE) {
       st = pose_fail(POSE_ERR_FORMAT,
-                     "%s: metadata \"pose.mode\" is \"%s\", need full, strided, adaptive or "
-                     "local_strided",
+                     "%s: metadata \"pose.mode\" is \"%s\", need full, strided, adaptive, "
+                     "local_strided, hierarchical or importance",
                      fn, mode);
     }
     c->mode = (pose_attention_mode)i;
@@ -218,7 +224,7 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
     c->layer_norm_eps = (float)e;
   }
   if (st != POSE_OK) return st;
-  if ((c->mode == POSE_MODE_STRIDED || c->mode == POSE_MODE_LOCAL_STRIDED) && c->skip_factor == 0) {
+  if (c->mode != POSE_MODE_FULL && c->mode != POSE_MODE_ADAPTIVE && c->skip_factor == 0) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: the file does not give a skip_factor: set pose_load_options.skip_factor",
                      fn);
@@ -317,7 +323,7 @@ pose_status pose_model_load_memory(const void *data, size_t size, const pose_loa
 
 /* ---- saving -------------------------------------------------------------------------------- */
 
-#define MAX_META 16
+#define MAX_META 20
 
 pose_status pose_model_save(const pose_model *model, const char *path) {
   static const char fn[] = "pose_model_save";
@@ -344,7 +350,9 @@ pose_status pose_model_save(const pose_model *model, const char *path) {
                 {"pose.max_seq_len", c->max_seq_len},
                 {"pose.positional_encoding", (size_t)c->positional_encoding},
                 {"pose.window", c->window},
-                {"pose.causal", (size_t)c->causal}};
+                {"pose.causal", (size_t)c->causal},
+                {"pose.levels", c->levels},
+                {"pose.top_m", c->top_m}};
   for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
     snprintf(values[n], sizeof values[n], "%zu", extras[i].value);
     kv[2 * n] = extras[i].key;

@@ -210,6 +210,8 @@ size_t ref64_skip_for(pose_attention_mode mode, size_t skip_factor, size_t max_s
     case POSE_MODE_FULL: return 1;
     case POSE_MODE_STRIDED:
     case POSE_MODE_LOCAL_STRIDED: /* the strided half of local attention */
+    case POSE_MODE_HIERARCHICAL:  /* level 0 */
+    case POSE_MODE_IMPORTANCE:    /* the default budget ceil(n / k) */
       if (skip_factor == 0) test_failf("ref64: skip_factor 0");
       return skip_factor;
     case POSE_MODE_ADAPTIVE: {
