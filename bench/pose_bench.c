@@ -1,5 +1,6 @@
 /*
- * pose_bench -- times libpose's full, strided and adaptive attention (and the seed's models)
+ * pose_bench -- times libpose's full, strided, adaptive, local_strided, hierarchical and
+ * importance attention (and the seed's models)
  * and reports every number as a ratio measured in the same run: against full attention, against
  * the machine's own sgemm rate, and (with bench/compare_torch.py) against PyTorch.
  *
@@ -32,7 +33,7 @@
 
 #define MAX_SEQ_LENS 64
 #define MAX_CASES 8
-#define NUM_MODES 3
+#define NUM_MODES 6
 
 /* Exit codes: 0 all cases ran, 1 a case failed (the rest still ran), 2 bad command line. */
 enum { EXIT_CASE_FAILED = 1, EXIT_USAGE = 2 };
@@ -43,6 +44,7 @@ typedef struct options {
   size_t seq_lens[MAX_SEQ_LENS];
   size_t num_seq_lens;
   size_t dim, heads, skip, batch, max_seq_len, sgemm_size;
+  size_t window, levels, top_m; /* local_strided, hierarchical, importance */
   bool modes[NUM_MODES]; /* indexed by pose_attention_mode */
   layout_choice layout;
   int threads;
@@ -53,6 +55,13 @@ typedef struct options {
   bool seq_lens_set, dim_set, heads_set, skip_set, batch_set, modes_set, layout_set;
   bool max_seq_len_set, inputs_set;
 } options;
+
+/* The parameters of the modes beyond full/strided/adaptive, set for the mode cfg has. */
+static void set_mode_params(const options *o, pose_attention_config *cfg) {
+  cfg->window = cfg->mode == POSE_MODE_LOCAL_STRIDED ? o->window : 0;
+  cfg->levels = cfg->mode == POSE_MODE_HIERARCHICAL ? o->levels : 0;
+  cfg->top_m = cfg->mode == POSE_MODE_IMPORTANCE ? o->top_m : 0;
+}
 
 /* One attention configuration to time: which positions are attended and how weights are laid
  * out are independent (pose.h), so a case names both. */
@@ -445,6 +454,7 @@ static bool bench_attention(const options *o, const attn_case *ac, const char *b
   cfg.num_heads = ac->heads;
   cfg.skip_factor = o->skip;
   cfg.max_seq_len = o->max_seq_len;
+  set_mode_params(o, &cfg);
   cfg.seed = 1;
   pose_cost cost;
   pose_status st = pose_attention_cost(&cfg, batch, seq_len, &cost);
@@ -613,6 +623,10 @@ static bool model_flops(const pose_model_config *m, size_t batch, size_t seq_len
   a.num_heads = m->num_heads;
   a.skip_factor = m->skip_factor;
   a.max_seq_len = m->max_seq_len;
+  a.window = m->window;
+  a.causal = m->causal;
+  a.levels = m->levels;
+  a.top_m = m->top_m;
   pose_status st = pose_attention_cost(&a, batch, seq_len, cost);
   if (st != POSE_OK) {
     report_failure("pose_attention_cost (model FLOP count)", st);
@@ -664,6 +678,9 @@ static bool bench_model(const options *o, const model_spec *spec, pose_attention
   if (o->skip_set) cfg.skip_factor = o->skip;
   if (o->heads_set) cfg.num_heads = o->heads;
   cfg.max_seq_len = o->max_seq_len;
+  if (mode == POSE_MODE_LOCAL_STRIDED) cfg.window = o->window;
+  if (mode == POSE_MODE_HIERARCHICAL) cfg.levels = o->levels;
+  if (mode == POSE_MODE_IMPORTANCE) cfg.top_m = o->top_m;
   cfg.seed = 1;
   size_t batch = o->batch_set ? o->batch : spec->batch, seq_len = spec->seq_len;
   snprintf(what, sizeof what, "%s, batch %zu, seq_len %zu", label, batch, seq_len);
@@ -846,6 +863,7 @@ static pose_status clone_with_mode(const pose_attention_module *full, pose_atten
   cfg.mode = mode;
   cfg.skip_factor = o->skip;
   cfg.max_seq_len = o->max_seq_len;
+  set_mode_params(o, &cfg);
   const char *names[8];
   pose_weight weights[8];
   size_t n = weight_names(&cfg, names);
@@ -1022,7 +1040,11 @@ static void usage(FILE *f) {
 "  --batch N            batch size (default 1); with --models it replaces the seed batch\n"
 "                       sizes (32, 16, 16) -- the summarizer's output alone is\n"
 "                       batch*1000*30000 floats, 1.9 GB at the seed's batch 16\n"
-"  --modes LIST         full,strided,adaptive (default full,strided); full always runs first\n"
+"  --modes LIST         full,strided,adaptive,local_strided,hierarchical,importance (default\n"
+"                       full,strided); full always runs first\n"
+"  --window N           local_strided half-window (default 16)\n"
+"  --levels N           hierarchical levels k, 2k, ..., 1..64 (default 3)\n"
+"  --top-m N            importance keys per 256-query block (default 0: ceil(seq_len / k))\n"
 "  --layout L           qkv: fused qkv + proj (slide 1 POSEAttention, nn.MultiheadAttention)\n"
 "                       sep: separate query/key/value (slide 3 SkipWiseAttention)\n"
 "                       both (default): full as qkv; other modes as the seed's single-head\n"
@@ -1106,14 +1128,17 @@ static bool parse_modes(const char *s, options *o) {
       if (strcmp(tok, pose_attention_mode_string((pose_attention_mode)m)) == 0) found = m;
     }
     if (found < 0) {
-      fprintf(stderr, "pose_bench: unknown mode '%s' in --modes (full, strided, adaptive)\n", tok);
+      fprintf(stderr,
+              "pose_bench: unknown mode '%s' in --modes (full, strided, adaptive, "
+              "local_strided, hierarchical, importance)\n",
+              tok);
       return false;
     }
     o->modes[found] = true;
     any = true;
   }
   if (!any) {
-    fprintf(stderr, "pose_bench: --modes needs at least one of full, strided, adaptive\n");
+    fprintf(stderr, "pose_bench: --modes needs at least one mode\n");
     return false;
   }
   return true;
@@ -1163,6 +1188,9 @@ static int parse_args(int argc, char **argv, options *o) {
   o->skip = 10;
   o->batch = 1;
   o->max_seq_len = 1000;
+  o->window = 16;
+  o->levels = 3;
+  o->top_m = 0;
   o->sgemm_size = 2048;
   o->modes[POSE_MODE_FULL] = o->modes[POSE_MODE_STRIDED] = true;
   o->layout = LAYOUT_BOTH;
@@ -1194,7 +1222,7 @@ static int parse_args(int argc, char **argv, options *o) {
     static const char *const valued[] = {"--seq-lens", "--dim",     "--heads",       "--skip",
                                          "--batch",    "--modes",   "--layout",      "--threads",
                                          "--reps",     "--max-seq-len", "--sgemm-size",
-                                         "--input"};
+                                         "--input",    "--window",  "--levels",      "--top-m"};
     const char *name = NULL, *val = NULL;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0] && name == NULL; k++) {
       size_t n = strlen(valued[k]);
@@ -1256,6 +1284,12 @@ static int parse_args(int argc, char **argv, options *o) {
     } else if (strcmp(name, "--max-seq-len") == 0) {
       ok = parse_size(name, val, 10, (size_t)1 << 31, &o->max_seq_len);
       o->max_seq_len_set = true;
+    } else if (strcmp(name, "--window") == 0) {
+      ok = parse_size(name, val, 1, (size_t)1 << 31, &o->window);
+    } else if (strcmp(name, "--levels") == 0) {
+      ok = parse_size(name, val, 1, 64, &o->levels);
+    } else if (strcmp(name, "--top-m") == 0) {
+      ok = parse_size(name, val, 0, (size_t)1 << 31, &o->top_m);
     } else if (strcmp(name, "--sgemm-size") == 0) {
       ok = parse_size(name, val, 0, 16384, &o->sgemm_size);
     } else if (strcmp(name, "--input") == 0) {
@@ -1315,8 +1349,10 @@ int main(int argc, char **argv) {
   size_t quality_n = o.seq_lens_set ? o.num_seq_lens : 2;
   if (!o.modes_set) qo.modes[POSE_MODE_ADAPTIVE] = true;
   qo.modes[POSE_MODE_FULL] = true;
-  if (o.quality && !qo.modes[POSE_MODE_STRIDED] && !qo.modes[POSE_MODE_ADAPTIVE]) {
-    fprintf(stderr, "pose_bench: --quality needs strided or adaptive in --modes\n");
+  bool other = false;
+  for (int m = 1; m < NUM_MODES; m++) other = other || qo.modes[m];
+  if (o.quality && !other) {
+    fprintf(stderr, "pose_bench: --quality needs a mode other than full in --modes\n");
     return EXIT_USAGE;
   }
 
