@@ -83,6 +83,40 @@ static void pytorch_files_without_metadata_load(void **state) {
   load_and_compare("classifier_pe.weights.safetensors", "classifier_pe.io.safetensors", &o);
 }
 
+/* A state_dict file says nothing about window, causal, levels or top_m: the options do. */
+static void options_give_the_newer_fields(void **state) {
+  (void)state;
+  char *path = fixture_path("encoder_0.weights.safetensors");
+  pose_load_options o = opts_skip(2, 0);
+  o.mode = POSE_MODE_HIERARCHICAL;
+  o.causal = 1;
+  o.levels = 3;
+  pose_model *m = NULL;
+  assert_int_equal(pose_model_load(path, &o, &m), POSE_OK);
+  pose_model_config c = {.struct_size = sizeof c};
+  assert_int_equal(pose_model_get_config(m, &c), POSE_OK);
+  assert_int_equal(c.mode, POSE_MODE_HIERARCHICAL);
+  assert_int_equal(c.causal, 1);
+  assert_int_equal(c.levels, 3);
+  pose_model_free(m);
+  o.mode = POSE_MODE_IMPORTANCE;
+  o.top_m = 7;
+  o.window = 4;
+  assert_int_equal(pose_model_load(path, &o, &m), POSE_OK);
+  assert_int_equal(pose_model_get_config(m, &c), POSE_OK);
+  assert_int_equal(c.mode, POSE_MODE_IMPORTANCE);
+  assert_int_equal(c.top_m, 7);
+  assert_int_equal(c.window, 4);
+  pose_model_free(m);
+  m = NULL;
+  o.mode = POSE_MODE_HIERARCHICAL;
+  o.levels = 0;
+  assert_int_equal(pose_model_load(path, &o, &m), POSE_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(pose_last_error(), "levels"));
+  assert_null(m);
+  free(path);
+}
+
 static void metadata_says_what_shapes_cannot(void **state) {
   (void)state;
   load_and_compare("encoder_0.weights_meta.safetensors", "encoder_0.io.safetensors", NULL);
@@ -462,6 +496,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(pytorch_files_without_metadata_load),
       cmocka_unit_test(metadata_says_what_shapes_cannot),
+      cmocka_unit_test(options_give_the_newer_fields),
       cmocka_unit_test(half_precision_files_convert_on_load),
       cmocka_unit_test(missing_skip_factor_is_asked_for),
       cmocka_unit_test(save_load_round_trip_is_bit_exact),
