@@ -245,6 +245,9 @@ POSE_API pose_status pose_attention(const float *query, const float *key, const 
  *                        strided positions 0, k, 2k, ... (k = skip_factor): local context plus a
  *                        sparse global view. Keys and values are projected at every position.
  *                        The softmax is exact over the union (each position counted once).
+ *                        num_global > 0 adds global positions 0..num_global-1 (Longformer /
+ *                        BigBird style, attended by every query, subject to causal) to the
+ *                        union; num_global >= len makes every position global (full attention).
  *   POSE_MODE_HIERARCHICAL  `levels` strided levels with skip factors k, 2k, 4k, ...,
  *                        k * 2^(levels - 1) (k = skip_factor; k = 1 gives 1, 2, 4, ...), combined
  *                        exactly by merging the levels' softmax partials through log-sum-exp
@@ -302,10 +305,12 @@ typedef struct pose_attention_config {
   float scale;                  /* score scale; 0 = 1/sqrt(dim / num_heads) */
   uint64_t seed;                /* for pose_attention_create's initialisation; default 0 */
   /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
-  size_t window; /* POSE_MODE_LOCAL_STRIDED: half-width |i - j| <= window, >= 1; default 0 */
-  int causal;    /* 1: query i attends only positions j <= i; 0 (default) or 1 */
-  size_t levels; /* POSE_MODE_HIERARCHICAL: number of levels, 1..64; default 0 */
-  size_t top_m;  /* POSE_MODE_IMPORTANCE: keys per query block; 0 (default) = ceil(len / k) */
+  size_t window;     /* POSE_MODE_LOCAL_STRIDED: half-width |i - j| <= window, >= 1; default 0 */
+  int causal;        /* 1: query i attends only positions j <= i; 0 (default) or 1 */
+  size_t levels;     /* POSE_MODE_HIERARCHICAL: number of levels, 1..64; default 0 */
+  size_t top_m;      /* POSE_MODE_IMPORTANCE: keys per query block; 0 (default) = ceil(len / k) */
+  size_t num_global; /* POSE_MODE_LOCAL_STRIDED: positions 0..num_global-1 attended by every
+                        query; default 0 (none); non-zero is rejected for the other modes */
 } pose_attention_config;
 
 /** Fills cfg with the defaults above (the slide 3 example module). */
@@ -368,9 +373,10 @@ POSE_API pose_status pose_attention_forward(const pose_attention_module *attn, c
  * attention weights over the attended positions, and positions[num_keys], the input positions
  * the columns stand for (0, k, 2k, ... for strided attention; every position for full and
  * local_strided and importance; 0, k, 2k, ... for hierarchical). A position a query does not
- * attend (outside its window, not selected by its block, or past it when causal) has weight 0
- * in its row. Hierarchical rows give a position kept by c levels c times its single weight
- * (the multiset softmax). Rows sum to 1, except an importance row that attends nothing (all 0).
+ * attend (outside its window and neither strided nor global, not selected by its block, or past
+ * it when causal) has weight 0 in its row. Hierarchical rows give a position kept by c levels c
+ * times its single weight (the multiset softmax). Rows sum to 1, except an importance row that
+ * attends nothing (all 0).
  */
 
 /** Number of columns (attended positions) of the map for a sequence of seq_len positions. */
@@ -390,7 +396,8 @@ POSE_API pose_status pose_attention_map(const pose_attention_module *attn, const
  * seq_len * (seq_len // k) undercounts by up to seq_len pairs when k does not divide seq_len.
  * When queries attend different numbers of positions (causal attention, POSE_MODE_LOCAL_STRIDED)
  * attended_pairs is the exact sum over queries and keys_per_query its average rounded up;
- * POSE_MODE_LOCAL_STRIDED projects keys and values at every position.
+ * POSE_MODE_LOCAL_STRIDED counts the union of window, strided and global positions (each once)
+ * and projects keys and values at every position.
  * POSE_MODE_HIERARCHICAL counts each level's kept positions per query (a position kept by c
  * levels counts c times, as the softmax does; causal clipped) and projects keys and values at the
  * level-0 positions. POSE_MODE_IMPORTANCE counts min(m, seq_len) keys per query (m = top_m, or
@@ -459,10 +466,11 @@ typedef struct pose_model_config {
   float layer_norm_eps;     /* 1e-5 as nn.LayerNorm */
   uint64_t seed;            /* initialisation seed for pose_model_create */
   /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
-  size_t window; /* POSE_MODE_LOCAL_STRIDED: half-width of the local window, >= 1 */
-  int causal;    /* 1: every layer's attention is causal (query i sees positions <= i) */
-  size_t levels; /* POSE_MODE_HIERARCHICAL: 1..64 levels */
-  size_t top_m;  /* POSE_MODE_IMPORTANCE: keys per query block; 0 = ceil(len / k) */
+  size_t window;     /* POSE_MODE_LOCAL_STRIDED: half-width of the local window, >= 1 */
+  int causal;        /* 1: every layer's attention is causal (query i sees positions <= i) */
+  size_t levels;     /* POSE_MODE_HIERARCHICAL: 1..64 levels */
+  size_t top_m;      /* POSE_MODE_IMPORTANCE: keys per query block; 0 = ceil(len / k) */
+  size_t num_global; /* POSE_MODE_LOCAL_STRIDED: global positions 0..num_global-1; default 0 */
 } pose_model_config;
 
 /** Fills cfg with the seed's example sizes for kind: layer dim 64, ff 256, k 2 (slide 6);
@@ -516,8 +524,9 @@ typedef struct pose_layer_info {
   /* Added after the first release; an older caller's smaller struct does not receive them. */
   size_t window; /* POSE_MODE_LOCAL_STRIDED window (0 for the other modes) */
   int causal;
-  size_t levels; /* POSE_MODE_HIERARCHICAL levels (0 for the other modes) */
-  size_t top_m;  /* POSE_MODE_IMPORTANCE top_m as configured (0 for the other modes) */
+  size_t levels;     /* POSE_MODE_HIERARCHICAL levels (0 for the other modes) */
+  size_t top_m;      /* POSE_MODE_IMPORTANCE top_m as configured (0 for the other modes) */
+  size_t num_global; /* POSE_MODE_LOCAL_STRIDED global positions (0 for the other modes) */
 } pose_layer_info;
 
 POSE_API pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
@@ -575,8 +584,9 @@ POSE_API pose_status pose_model_attention_map(const pose_model *model, size_t la
  * skip_factor; classifier: input_dim, hidden_dim, num_layers, skip_factor, num_genres) and
  * libpose's additions ("pose.mode", "pose.num_heads", "pose.max_seq_len",
  * "pose.positional_encoding", "pose.layer_norm_eps", "pose.window", "pose.causal",
- * "pose.levels", "pose.top_m", "pose.version"). A file without "pose.window", "pose.causal",
- * "pose.levels" or "pose.top_m" takes them from the options (default 0).
+ * "pose.levels", "pose.top_m", "pose.num_global", "pose.version"). A file without
+ * "pose.window", "pose.causal", "pose.levels", "pose.top_m" or "pose.num_global" takes them from
+ * the options (default 0).
  * pose_model_load accepts F32, F16 and BF16 tensors (converted to float32). A file without
  * metadata -- safetensors.torch.save_file(model.state_dict(), path) -- has its kind inferred
  * from the tensor names and its sizes from the tensor shapes; what shapes cannot tell (mode,
@@ -590,10 +600,11 @@ typedef struct pose_load_options {
   size_t num_heads;         /* used when the file does not say; default 1 */
   int positional_encoding;  /* used when the file does not say; default 0 */
   /* Added after the first release (an older caller's smaller struct_size reads them as 0). */
-  size_t window; /* used when the file does not say; default 0 */
-  int causal;    /* used when the file does not say; default 0 */
-  size_t levels; /* used when the file does not say; default 0 */
-  size_t top_m;  /* used when the file does not say; default 0 */
+  size_t window;     /* used when the file does not say; default 0 */
+  int causal;        /* used when the file does not say; default 0 */
+  size_t levels;     /* used when the file does not say; default 0 */
+  size_t top_m;      /* used when the file does not say; default 0 */
+  size_t num_global; /* used when the file does not say; default 0 */
 } pose_load_options;
 
 POSE_API void pose_load_options_init(pose_load_options *opts);

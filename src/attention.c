@@ -77,6 +77,12 @@ pose_status pose_attention_config_check(const char *fn, const pose_attention_con
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: config window is 0, need >= 1 for local_strided attention", fn);
   }
+  if (c.mode != POSE_MODE_LOCAL_STRIDED && c.num_global != 0) {
+    return pose_fail(POSE_ERR_INVALID_ARGUMENT,
+                     "%s: config num_global is %zu, need 0 for %s attention (global positions "
+                     "are local_strided only)",
+                     fn, c.num_global, pose_attention_mode_string(c.mode));
+  }
   if (c.mode == POSE_MODE_HIERARCHICAL && (c.levels == 0 || c.levels > 64)) {
     return pose_fail(POSE_ERR_INVALID_ARGUMENT,
                      "%s: config levels is %zu, need 1..64 for hierarchical attention", fn,
@@ -457,6 +463,7 @@ static void describe_head(const void *ctx, size_t b, size_t h, pose_attn_head *h
         .causal = a->cfg.causal != 0,
         .skip = skip,
         .window = a->cfg.mode == POSE_MODE_LOCAL_STRIDED ? a->cfg.window : 0,
+        .num_global = a->cfg.mode == POSE_MODE_LOCAL_STRIDED ? a->cfg.num_global : 0,
         .top_m = a->cfg.mode == POSE_MODE_IMPORTANCE ? top_m_for(&a->cfg, len) : 0};
     return;
   }

@@ -152,8 +152,9 @@ static void write_output(const pose_attn_head *h, size_t i0, size_t m, const flo
  * column j when transposed) and at input position pos0 + j * step, or pos[j] when pos is given
  * (ascending: gathered keys). kind says which mask
  * applies on top of the causal one: every key, only keys outside the row's window (the strided
- * keys of local attention; those inside are the window pass's), or only keys inside it. */
-enum { PASS_ALL = 0, PASS_OUTSIDE_WINDOW = 1, PASS_INSIDE_WINDOW = 2 };
+ * keys of local attention; those inside are the window pass's), only keys inside it, or only
+ * keys neither inside it nor strided (the global keys; the others are the first two passes'). */
+enum { PASS_ALL = 0, PASS_OUTSIDE_WINDOW = 1, PASS_INSIDE_WINDOW = 2, PASS_GLOBAL = 3 };
 typedef struct key_pass {
   const float *k, *v;
   size_t ldk, ldv, nkeys, pos0, step;
@@ -170,6 +171,7 @@ static bool masked(const pose_attn_head *h, int kind, size_t i, size_t p) {
   if (h->causal && p > i) return true;
   if (kind == PASS_ALL) return false;
   bool inside = (p <= i ? i - p : p - i) <= h->window;
+  if (kind == PASS_GLOBAL) return inside || p % (h->skip ? h->skip : 1) == 0;
   return kind == PASS_OUTSIDE_WINDOW ? inside : !inside;
 }
 
@@ -198,9 +200,9 @@ static void run_pass(const pose_attn_head *h, const key_pass *p, block_state *b)
       }
     }
     const size_t p_last = pos_of(p, j0 + nk - 1);
-    /* Strided keys all inside every row's window are the window pass's. */
-    if (p->kind == PASS_OUTSIDE_WINDOW && p_first + h->window >= i_last &&
-        p_last <= i0 + h->window) {
+    /* Strided or global keys all inside every row's window are the window pass's. */
+    if ((p->kind == PASS_OUTSIDE_WINDOW || p->kind == PASS_GLOBAL) &&
+        p_first + h->window >= i_last && p_last <= i0 + h->window) {
       continue;
     }
     const bool masking = p->kind != PASS_ALL || (h->causal && p_last > i0);
@@ -305,6 +307,13 @@ void pose_attention_block(const pose_attn_head *h, size_t block, float *work) {
                   PASS_INSIDE_WINDOW,
                   NULL};
     run_pass(h, &w, &b);
+    /* Pass C: the global keys [0, num_global) clipped to the keys, contiguous rows; each row
+     * masks those the strided and window passes already gave it. */
+    const size_t ng = h->num_global < h->nkeys ? h->num_global : h->nkeys;
+    if (ng > 0) {
+      key_pass g = {h->k, h->v, h->ldk, h->ldv, ng, 0, 1, PASS_GLOBAL, NULL};
+      run_pass(h, &g, &b);
+    }
   }
   if (b.first) {
     for (size_t r = 0; r < m * hd; r++) b.o[r] = 0.0f;

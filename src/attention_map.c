@@ -47,11 +47,11 @@ static size_t levels_keeping(size_t levels, size_t j) {
   return j == 0 ? levels : c;
 }
 
-/* True when query i attends position p (beyond the columns: window and causal masks). */
+/* True when query i attends position p (beyond the columns: window, global and causal masks). */
 static bool map_attends(const pose_attention_config *c, size_t skip, size_t i, size_t p) {
   if (c->causal && p > i) return false;
   if (c->mode != POSE_MODE_LOCAL_STRIDED) return true;
-  return p % skip == 0 || (p <= i ? i - p : p - i) <= c->window;
+  return p % skip == 0 || p < c->num_global || (p <= i ? i - p : p - i) <= c->window;
 }
 
 size_t pose_attention_map_keys(const pose_attention_module *a, size_t seq_len) {

@@ -39,6 +39,17 @@ pose_status pose_attention_cost(const pose_attention_config *cfg, size_t batch, 
       /* window positions that are not strided: |[lo, hi]| - |multiples of k in [lo, hi]| */
       uint64_t in_window = hi - lo + 1, multiples = hi / k - (lo + k - 1) / k + 1;
       per_seq += strided + in_window - multiples;
+      /* global positions [0, g) that are neither strided nor in the window: [0, g) minus its
+       * multiples of k, minus the part of [lo, hi] below g that is not strided */
+      uint64_t g = c.num_global < last + 1 ? c.num_global : last + 1;
+      if (g > 0) {
+        uint64_t extra = g - ((g - 1) / k + 1);
+        if (lo < g) {
+          uint64_t top = hi < g - 1 ? hi : g - 1;
+          extra -= top - lo + 1 - (top / k - (lo + k - 1) / k + 1);
+        }
+        per_seq += extra;
+      }
     }
   } else if (c.mode == POSE_MODE_HIERARCHICAL) {
     /* Each level's kept positions, counted once per level (the multiset softmax). */

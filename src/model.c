@@ -98,6 +98,9 @@ pose_status pose_model_config_check(const char *fn, const pose_model_config *cfg
   if (c.mode == POSE_MODE_LOCAL_STRIDED && c.window == 0) {
     return bad_field(fn, "window", c.window, ">= 1 for local_strided attention");
   }
+  if (c.mode != POSE_MODE_LOCAL_STRIDED && c.num_global != 0) {
+    return bad_field(fn, "num_global", c.num_global, "0 unless the mode is local_strided");
+  }
   if (c.mode == POSE_MODE_HIERARCHICAL && (c.levels == 0 || c.levels > 64)) {
     return bad_field(fn, "levels", c.levels, "1..64 for hierarchical attention");
   }
@@ -268,6 +271,7 @@ pose_status pose_model_new(const pose_model_config *c, pose_model **out) {
     a->cfg.causal = c->causal;
     a->cfg.levels = c->levels;
     a->cfg.top_m = c->top_m;
+    a->cfg.num_global = c->num_global;
     a->head_dim = c->dim / c->num_heads;
     a->scale = (float)(1.0 / sqrt((double)a->head_dim));
   }
@@ -449,6 +453,7 @@ pose_status pose_model_layer_info(const pose_model *model, size_t layer_index,
   full.causal = a->causal;
   full.levels = a->mode == POSE_MODE_HIERARCHICAL ? a->levels : 0;
   full.top_m = a->mode == POSE_MODE_IMPORTANCE ? a->top_m : 0;
+  full.num_global = a->mode == POSE_MODE_LOCAL_STRIDED ? a->num_global : 0;
   /* An older caller's smaller struct receives the fields it knows. */
   memcpy(info, &full, full.struct_size);
   return POSE_OK;

@@ -198,6 +198,9 @@ typedef struct pose_attn_head {
   bool causal;
   size_t skip;
   size_t window;
+  /* With window > 0: positions 0..num_global-1 are attended by every query too (causal
+   * applies), a third pass over the rows not already in the window or strided. */
+  size_t num_global;
   /* levels > 0 (hierarchical): k and v hold the level-0 positions 0, skip, 2 skip, ... as rows
    * (not transposed), and level l reads every 2^l-th of them in place; all levels feed the same
    * online softmax (the log-sum-exp merge of their partials). */

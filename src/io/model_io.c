@@ -186,6 +186,7 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
   c->causal = o->causal;
   c->levels = o->levels;
   c->top_m = o->top_m;
+  c->num_global = o->num_global;
   bool found;
   for (const meta_field *m = fields_of(kind); m->key != NULL && st == POSE_OK; m++) {
     st = meta_size(fn, f, m->key, field_ptr(c, m), &found);
@@ -201,6 +202,7 @@ static pose_status config_from_file(const char *fn, const pose_st_file *f,
   if (st == POSE_OK && found) c->causal = (int)(v > 1 ? 2 : v);
   if (st == POSE_OK) st = meta_size(fn, f, "pose.levels", &c->levels, &found);
   if (st == POSE_OK) st = meta_size(fn, f, "pose.top_m", &c->top_m, &found);
+  if (st == POSE_OK) st = meta_size(fn, f, "pose.num_global", &c->num_global, &found);
   const char *mode = pose_st_meta_get(f, "pose.mode");
   if (st == POSE_OK && mode != NULL) {
     int i = POSE_MODE_FULL;
@@ -352,7 +354,8 @@ pose_status pose_model_save(const pose_model *model, const char *path) {
                 {"pose.window", c->window},
                 {"pose.causal", (size_t)c->causal},
                 {"pose.levels", c->levels},
-                {"pose.top_m", c->top_m}};
+                {"pose.top_m", c->top_m},
+                {"pose.num_global", c->num_global}};
   for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++) {
     snprintf(values[n], sizeof values[n], "%zu", extras[i].value);
     kv[2 * n] = extras[i].key;
