@@ -23,7 +23,7 @@ typedef struct mode_case {
   pose_attention_mode mode;
   int causal;
   pose_attention_layout layout;
-  size_t dim, heads, n, skip, window, max_seq_len;
+  size_t dim, heads, n, skip, window, max_seq_len, num_global;
 } mode_case;
 
 static pose_attention_config config_of(const mode_case *c) {
@@ -36,6 +36,7 @@ static pose_attention_config config_of(const mode_case *c) {
   cfg.num_heads = c->heads;
   cfg.skip_factor = c->skip;
   cfg.window = c->window;
+  cfg.num_global = c->num_global;
   cfg.max_seq_len = c->max_seq_len ? c->max_seq_len : 1000;
   cfg.qkv_bias = 1;
   cfg.seed = 7 + c->n;
@@ -50,7 +51,8 @@ static int ref_allowed(const pose_attention_config *cfg, size_t n, size_t i, siz
     case POSE_MODE_FULL: return 1;
     case POSE_MODE_STRIDED:
     case POSE_MODE_ADAPTIVE: return p % k == 0;
-    case POSE_MODE_LOCAL_STRIDED: return p % k == 0 || (p <= i ? i - p : p - i) <= cfg->window;
+    case POSE_MODE_LOCAL_STRIDED:
+      return p % k == 0 || p < cfg->num_global || (p <= i ? i - p : p - i) <= cfg->window;
     case POSE_MODE_HIERARCHICAL:
     case POSE_MODE_IMPORTANCE: return 0; /* tested in test_attention_modes2.c */
   }
@@ -119,29 +121,44 @@ static void ref_masked(const pose_attention_module *a, const float *x, size_t n,
 }
 
 static const mode_case cases[] = {
-    {POSE_MODE_FULL, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 1, 1, 0, 0},
-    {POSE_MODE_FULL, 1, POSE_LAYOUT_QKV_PROJ, 8, 4, 300, 1, 0, 0},
-    {POSE_MODE_FULL, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 600, 1, 0, 0},
-    {POSE_MODE_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 6, 3, 77, 3, 0, 0},
-    {POSE_MODE_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 8, 2, 530, 5, 0, 0},
-    {POSE_MODE_ADAPTIVE, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 123, 0, 0, 100},
-    {POSE_MODE_ADAPTIVE, 1, POSE_LAYOUT_QKV_PROJ, 4, 1, 5, 0, 0, 20},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 1, 3, 1, 0},
-    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 1, 3, 1, 0},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 37, 4, 1, 0},
-    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 8, 2, 37, 4, 1, 0},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 8, 2, 600, 7, 3, 0},
-    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 4, 600, 7, 3, 0},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 300, 2, 600, 0},
-    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 4, 2, 300, 2, 300, 0},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 700, 16, 300, 0},
-    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 4, 1, 700, 16, 300, 0},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 50, 1000, 2, 0},
-    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 50, 1, 2, 0},
+    {POSE_MODE_FULL, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 1, 1, 0, 0, 0},
+    {POSE_MODE_FULL, 1, POSE_LAYOUT_QKV_PROJ, 8, 4, 300, 1, 0, 0, 0},
+    {POSE_MODE_FULL, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 600, 1, 0, 0, 0},
+    {POSE_MODE_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 6, 3, 77, 3, 0, 0, 0},
+    {POSE_MODE_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 8, 2, 530, 5, 0, 0, 0},
+    {POSE_MODE_ADAPTIVE, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 123, 0, 0, 100, 0},
+    {POSE_MODE_ADAPTIVE, 1, POSE_LAYOUT_QKV_PROJ, 4, 1, 5, 0, 0, 20, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 1, 3, 1, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 1, 3, 1, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 37, 4, 1, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 8, 2, 37, 4, 1, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 8, 2, 600, 7, 3, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 4, 600, 7, 3, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 300, 2, 600, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 4, 2, 300, 2, 300, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 700, 16, 300, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 4, 1, 700, 16, 300, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 50, 1000, 2, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 50, 1, 2, 0, 0},
     /* Windows that cover all but the far end of the strided keys: the strided pass may skip
      * a tile only when every row's window holds it. */
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 200, 4, 197, 0},
-    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 4, 2, 520, 3, 258, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 200, 4, 197, 0, 0},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 4, 2, 520, 3, 258, 0, 0},
+    /* 21..: global positions 0..num_global-1 (1, 3, >= seq_len), with and without causal,
+     * both layouts, lengths past the 256-query block and the 512-key tile, skip 1 (every
+     * global already strided) and a window that holds most of them. */
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 8, 2, 37, 4, 1, 0, 1},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 37, 4, 1, 0, 1},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 8, 2, 50, 5, 2, 0, 3},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 8, 2, 50, 5, 2, 0, 3},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 4, 1, 60, 7, 1, 0, 60},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 60, 7, 1, 0, 100},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 600, 16, 3, 0, 3},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 4, 1, 600, 16, 3, 0, 300},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QKV_PROJ, 4, 1, 700, 16, 2, 0, 600},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 2, 300, 1, 2, 0, 3},
+    {POSE_MODE_LOCAL_STRIDED, 0, POSE_LAYOUT_QUERY_KEY_VALUE, 4, 1, 200, 4, 197, 0, 10},
+    {POSE_MODE_LOCAL_STRIDED, 1, POSE_LAYOUT_QKV_PROJ, 4, 1, 270, 9, 2, 0, 1000},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
@@ -158,8 +175,8 @@ static void module_matches_masked_reference(void **state) {
     assert_int_equal(pose_attention_forward(a, x, 1, n, NULL, out, cnt), POSE_OK);
     ref_masked(a, x, n, ref, 0, NULL);
     char what[96];
-    snprintf(what, sizeof what, "case %zu (%s, causal %d, n %zu)", c,
-             pose_attention_mode_string(cfg.mode), cfg.causal, n);
+    snprintf(what, sizeof what, "case %zu (%s, causal %d, n %zu, global %zu)", c,
+             pose_attention_mode_string(cfg.mode), cfg.causal, n, cfg.num_global);
     assert_close_f64ref(out, ref, cnt, 3e-5, 3e-5, what);
     free(x), free(out), free(ref);
     pose_attention_free(a);
@@ -171,7 +188,7 @@ static void module_matches_masked_reference(void **state) {
 static void padded_and_threads_bitwise(void **state) {
   (void)state;
   const int before = pose_get_num_threads();
-  static const size_t picks[] = {2, 4, 5, 11, 12, 15, 16};
+  static const size_t picks[] = {2, 4, 5, 11, 12, 15, 16, 24, 27, 28, 29, 32};
   for (size_t t = 0; t < sizeof picks / sizeof picks[0]; t++) {
     const mode_case *mc = &cases[picks[t]];
     pose_attention_config cfg = config_of(mc);
@@ -204,7 +221,7 @@ static void padded_and_threads_bitwise(void **state) {
  * to it unchanged (bitwise). */
 static void causal_ignores_the_future(void **state) {
   (void)state;
-  static const size_t picks[] = {2, 4, 12};
+  static const size_t picks[] = {2, 4, 12, 24, 28};
   for (size_t t = 0; t < sizeof picks / sizeof picks[0]; t++) {
     const mode_case *mc = &cases[picks[t]];
     pose_attention_config cfg = config_of(mc);
@@ -259,7 +276,7 @@ static void cost_counts_the_union(void **state) {
 
 static void maps_mask_like_the_forward(void **state) {
   (void)state;
-  static const size_t picks[] = {3, 10, 13, 17, 18};
+  static const size_t picks[] = {3, 10, 13, 17, 18, 21, 22, 25, 26, 28, 30};
   for (size_t t = 0; t < sizeof picks / sizeof picks[0]; t++) {
     pose_attention_config cfg = config_of(&cases[picks[t]]);
     pose_attention_module *a = NULL;
@@ -317,10 +334,23 @@ static void config_errors_and_names(void **state) {
   pose_cost cost;
   assert_int_equal(pose_attention_cost(&cfg, 1, 4, &cost), POSE_ERR_INVALID_ARGUMENT);
   CONTAINS("causal is -1");
+  /* Global positions are local_strided only. */
+  cfg.causal = 0;
+  cfg.num_global = 2;
+  assert_int_equal(pose_attention_create(&cfg, &a), POSE_OK);
+  pose_attention_free(a);
+  a = NULL;
+  cfg.mode = POSE_MODE_STRIDED;
+  assert_int_equal(pose_attention_create(&cfg, &a), POSE_ERR_INVALID_ARGUMENT);
+  assert_null(a);
+  CONTAINS("num_global is 2");
+  cfg.mode = POSE_MODE_FULL;
+  assert_int_equal(pose_attention_cost(&cfg, 1, 4, &cost), POSE_ERR_INVALID_ARGUMENT);
+  CONTAINS("num_global is 2");
   /* An older caller's struct (up to seed) reads window and causal as 0. */
   pose_attention_config old;
   pose_attention_config_init(&old);
-  old.causal = 5, old.window = 9; /* past struct_size: never read */
+  old.causal = 5, old.window = 9, old.num_global = 4; /* past struct_size: never read */
   old.struct_size = offsetof(pose_attention_config, seed) + sizeof(uint64_t);
   assert_int_equal(pose_attention_create(&old, &a), POSE_OK);
   pose_attention_config got;
@@ -328,6 +358,7 @@ static void config_errors_and_names(void **state) {
   assert_int_equal(pose_attention_get_config(a, &got), POSE_OK);
   assert_int_equal(got.causal, 0);
   assert_int_equal(got.window, 0);
+  assert_int_equal(got.num_global, 0);
   pose_attention_free(a);
   /* Models check the same fields. */
   pose_model_config mc;
@@ -340,6 +371,13 @@ static void config_errors_and_names(void **state) {
   mc.causal = 3;
   assert_int_equal(pose_model_create(&mc, &m), POSE_ERR_INVALID_ARGUMENT);
   CONTAINS("causal is 3");
+  assert_null(m);
+  mc.causal = 0;
+  mc.mode = POSE_MODE_HIERARCHICAL;
+  mc.levels = 2;
+  mc.num_global = 1;
+  assert_int_equal(pose_model_create(&mc, &m), POSE_ERR_INVALID_ARGUMENT);
+  CONTAINS("num_global");
   assert_null(m);
 }
 
@@ -388,6 +426,7 @@ static void ref_layer(const pose_model *l, const float *x, size_t n, double *out
   pose_attention_config_init(&ac);
   ac.mode = c.mode, ac.dim = d, ac.num_heads = c.num_heads, ac.skip_factor = c.skip_factor;
   ac.max_seq_len = c.max_seq_len, ac.window = c.window, ac.causal = c.causal;
+  ac.num_global = c.num_global;
   const char *an[] = {"query.weight", "query.bias",   "key.weight",
                       "key.bias",     "value.weight", "value.bias"};
   pose_weight w[6];
@@ -422,24 +461,26 @@ static void encoders_with_new_modes(void **state) {
   struct {
     pose_attention_mode mode;
     int causal;
-    size_t skip, window;
-  } ecs[] = {{POSE_MODE_STRIDED, 1, 3, 0},
-             {POSE_MODE_FULL, 1, 1, 0},
-             {POSE_MODE_LOCAL_STRIDED, 0, 5, 2},
-             {POSE_MODE_LOCAL_STRIDED, 1, 4, 3}};
+    size_t skip, window, num_global;
+  } ecs[] = {{POSE_MODE_STRIDED, 1, 3, 0, 0},       {POSE_MODE_FULL, 1, 1, 0, 0},
+             {POSE_MODE_LOCAL_STRIDED, 0, 5, 2, 0}, {POSE_MODE_LOCAL_STRIDED, 1, 4, 3, 0},
+             {POSE_MODE_LOCAL_STRIDED, 0, 5, 2, 3}, {POSE_MODE_LOCAL_STRIDED, 1, 4, 3, 1},
+             {POSE_MODE_LOCAL_STRIDED, 0, 9, 1, 80}};
   const size_t n = 70, d = 16;
-  for (size_t t = 0; t < 4; t++) {
+  for (size_t t = 0; t < sizeof ecs / sizeof ecs[0]; t++) {
     pose_model_config c;
     assert_int_equal(pose_model_config_init(&c, POSE_MODEL_ENCODER), POSE_OK);
     c.dim = d, c.ff_dim = 32, c.num_layers = 2, c.num_heads = 2;
     c.mode = ecs[t].mode, c.causal = ecs[t].causal;
     c.skip_factor = ecs[t].skip, c.window = ecs[t].window, c.seed = 11 + t;
+    c.num_global = ecs[t].num_global;
     pose_model *e = NULL;
     assert_int_equal(pose_model_create(&c, &e), POSE_OK);
     pose_layer_info info = {.struct_size = sizeof info};
     assert_int_equal(pose_model_layer_info(e, 1, &info), POSE_OK);
     assert_int_equal(info.causal, c.causal);
     assert_int_equal(info.window, c.window);
+    assert_int_equal(info.num_global, c.num_global);
     assert_int_equal(info.mode, c.mode);
     float *x = test_alloc_f32(n * d), *out = test_alloc_f32(n * d);
     float *mid = test_alloc_f32(n * d), *chain = test_alloc_f32(n * d);
@@ -461,6 +502,7 @@ static void encoders_with_new_modes(void **state) {
     assert_int_equal(pose_model_get_config(back, &bc), POSE_OK);
     assert_int_equal(bc.causal, c.causal);
     assert_int_equal(bc.window, c.window);
+    assert_int_equal(bc.num_global, c.num_global);
     assert_int_equal(bc.mode, c.mode);
     assert_int_equal(pose_model_forward(back, x, 1, n, NULL, chain, n * d), POSE_OK);
     assert_memory_equal(out, chain, n * d * sizeof(float));
