@@ -44,7 +44,7 @@ typedef struct options {
   size_t seq_lens[MAX_SEQ_LENS];
   size_t num_seq_lens;
   size_t dim, heads, skip, batch, max_seq_len, sgemm_size;
-  size_t window, levels, top_m; /* local_strided, hierarchical, importance */
+  size_t window, num_global, levels, top_m; /* local_strided (2), hierarchical, importance */
   bool modes[NUM_MODES]; /* indexed by pose_attention_mode */
   layout_choice layout;
   int threads;
@@ -59,6 +59,7 @@ typedef struct options {
 /* The parameters of the modes beyond full/strided/adaptive, set for the mode cfg has. */
 static void set_mode_params(const options *o, pose_attention_config *cfg) {
   cfg->window = cfg->mode == POSE_MODE_LOCAL_STRIDED ? o->window : 0;
+  cfg->num_global = cfg->mode == POSE_MODE_LOCAL_STRIDED ? o->num_global : 0;
   cfg->levels = cfg->mode == POSE_MODE_HIERARCHICAL ? o->levels : 0;
   cfg->top_m = cfg->mode == POSE_MODE_IMPORTANCE ? o->top_m : 0;
 }
@@ -627,6 +628,7 @@ static bool model_flops(const pose_model_config *m, size_t batch, size_t seq_len
   a.causal = m->causal;
   a.levels = m->levels;
   a.top_m = m->top_m;
+  a.num_global = m->num_global;
   pose_status st = pose_attention_cost(&a, batch, seq_len, cost);
   if (st != POSE_OK) {
     report_failure("pose_attention_cost (model FLOP count)", st);
@@ -678,7 +680,7 @@ static bool bench_model(const options *o, const model_spec *spec, pose_attention
   if (o->skip_set) cfg.skip_factor = o->skip;
   if (o->heads_set) cfg.num_heads = o->heads;
   cfg.max_seq_len = o->max_seq_len;
-  if (mode == POSE_MODE_LOCAL_STRIDED) cfg.window = o->window;
+  if (mode == POSE_MODE_LOCAL_STRIDED) cfg.window = o->window, cfg.num_global = o->num_global;
   if (mode == POSE_MODE_HIERARCHICAL) cfg.levels = o->levels;
   if (mode == POSE_MODE_IMPORTANCE) cfg.top_m = o->top_m;
   cfg.seed = 1;
@@ -1043,6 +1045,8 @@ static void usage(FILE *f) {
 "  --modes LIST         full,strided,adaptive,local_strided,hierarchical,importance (default\n"
 "                       full,strided); full always runs first\n"
 "  --window N           local_strided half-window (default 16)\n"
+"  --global N           local_strided global positions 0..N-1 attended by every query\n"
+"                       (default 0)\n"
 "  --levels N           hierarchical levels k, 2k, ..., 1..64 (default 3)\n"
 "  --top-m N            importance keys per 256-query block (default 0: ceil(seq_len / k))\n"
 "  --layout L           qkv: fused qkv + proj (slide 1 POSEAttention, nn.MultiheadAttention)\n"
@@ -1191,6 +1195,7 @@ static int parse_args(int argc, char **argv, options *o) {
   o->window = 16;
   o->levels = 3;
   o->top_m = 0;
+  o->num_global = 0;
   o->sgemm_size = 2048;
   o->modes[POSE_MODE_FULL] = o->modes[POSE_MODE_STRIDED] = true;
   o->layout = LAYOUT_BOTH;
@@ -1219,10 +1224,10 @@ static int parse_args(int argc, char **argv, options *o) {
       continue;
     }
     /* Options with a value take it as --opt=value or as the next argument. */
-    static const char *const valued[] = {"--seq-lens", "--dim",     "--heads",       "--skip",
-                                         "--batch",    "--modes",   "--layout",      "--threads",
-                                         "--reps",     "--max-seq-len", "--sgemm-size",
-                                         "--input",    "--window",  "--levels",      "--top-m"};
+    static const char *const valued[] = {"--seq-lens", "--dim",         "--heads",      "--skip",
+                                         "--batch",    "--modes",       "--layout",     "--threads",
+                                         "--reps",     "--max-seq-len", "--sgemm-size", "--input",
+                                         "--window",   "--levels",      "--top-m",      "--global"};
     const char *name = NULL, *val = NULL;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0] && name == NULL; k++) {
       size_t n = strlen(valued[k]);
@@ -1286,6 +1291,8 @@ static int parse_args(int argc, char **argv, options *o) {
       o->max_seq_len_set = true;
     } else if (strcmp(name, "--window") == 0) {
       ok = parse_size(name, val, 1, (size_t)1 << 31, &o->window);
+    } else if (strcmp(name, "--global") == 0) {
+      ok = parse_size(name, val, 0, (size_t)1 << 31, &o->num_global);
     } else if (strcmp(name, "--levels") == 0) {
       ok = parse_size(name, val, 1, 64, &o->levels);
     } else if (strcmp(name, "--top-m") == 0) {
