@@ -83,7 +83,8 @@ static void pytorch_files_without_metadata_load(void **state) {
   load_and_compare("classifier_pe.weights.safetensors", "classifier_pe.io.safetensors", &o);
 }
 
-/* A state_dict file says nothing about window, causal, levels or top_m: the options do. */
+/* A state_dict file says nothing about window, causal, levels, top_m or num_global: the options
+ * do. */
 static void options_give_the_newer_fields(void **state) {
   (void)state;
   char *path = fixture_path("encoder_0.weights.safetensors");
@@ -113,6 +114,19 @@ static void options_give_the_newer_fields(void **state) {
   o.levels = 0;
   assert_int_equal(pose_model_load(path, &o, &m), POSE_ERR_INVALID_ARGUMENT);
   assert_non_null(strstr(pose_last_error(), "levels"));
+  assert_null(m);
+  o.mode = POSE_MODE_LOCAL_STRIDED;
+  o.window = 2;
+  o.num_global = 5;
+  assert_int_equal(pose_model_load(path, &o, &m), POSE_OK);
+  assert_int_equal(pose_model_get_config(m, &c), POSE_OK);
+  assert_int_equal(c.mode, POSE_MODE_LOCAL_STRIDED);
+  assert_int_equal(c.num_global, 5);
+  pose_model_free(m);
+  m = NULL;
+  o.mode = POSE_MODE_STRIDED;
+  assert_int_equal(pose_model_load(path, &o, &m), POSE_ERR_INVALID_ARGUMENT);
+  assert_non_null(strstr(pose_last_error(), "num_global"));
   assert_null(m);
   free(path);
 }
