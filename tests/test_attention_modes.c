@@ -187,34 +187,12 @@ static void module_matches_masked_reference(void **state) {
  * bits on 1 and 3 threads. */
 static void padded_and_threads_bitwise(void **state) {
   (void)state;
-  const int before = pose_get_num_threads();
   static const size_t picks[] = {2, 4, 5, 11, 12, 15, 16, 24, 27, 28, 29, 32};
   for (size_t t = 0; t < sizeof picks / sizeof picks[0]; t++) {
     const mode_case *mc = &cases[picks[t]];
     pose_attention_config cfg = config_of(mc);
-    pose_attention_module *a = NULL;
-    assert_int_equal(pose_attention_create(&cfg, &a), POSE_OK);
-    const size_t n = mc->n, d = cfg.dim, cnt = 3 * n * d;
-    const size_t lengths[3] = {n, n > 40 ? n - 37 : n, 1};
-    float *x = test_alloc_f32(cnt), *out1 = test_alloc_f32(cnt), *out3 = test_alloc_f32(cnt);
-    float *alone = test_alloc_f32(n * d);
-    fill_uniform(x, cnt, 2000 + t, -1, 1);
-    assert_int_equal(pose_set_num_threads(1), POSE_OK);
-    assert_int_equal(pose_attention_forward(a, x, 3, n, lengths, out1, cnt), POSE_OK);
-    for (size_t b = 0; b < 3; b++) {
-      const size_t len = lengths[b];
-      assert_int_equal(pose_attention_forward(a, x + b * n * d, 1, len, NULL, alone, len * d),
-                       POSE_OK);
-      assert_memory_equal(out1 + b * n * d, alone, len * d * sizeof(float));
-      for (size_t i = len * d; i < n * d; i++) assert_true(out1[b * n * d + i] == 0.0f);
-    }
-    assert_int_equal(pose_set_num_threads(3), POSE_OK);
-    assert_int_equal(pose_attention_forward(a, x, 3, n, lengths, out3, cnt), POSE_OK);
-    assert_memory_equal(out1, out3, cnt * sizeof(float));
-    free(x), free(out1), free(out3), free(alone);
-    pose_attention_free(a);
+    assert_padded_and_threads_bitwise(&cfg, mc->n, 2000 + t);
   }
-  assert_int_equal(pose_set_num_threads(before), POSE_OK);
 }
 
 /* Causal rows never see the future: changing the input past a position leaves every output up

@@ -232,3 +232,29 @@ static void counting_free(void *p, void *user) {
 pose_allocator test_counting_allocator(test_counting *c) {
   return (pose_allocator){counting_alloc, counting_free, c};
 }
+
+void assert_padded_and_threads_bitwise(const pose_attention_config *cfg, size_t n, uint64_t seed) {
+  const int before = pose_get_num_threads();
+  pose_attention_module *a = NULL;
+  assert_int_equal(pose_attention_create(cfg, &a), POSE_OK);
+  const size_t d = cfg->dim, cnt = 3 * n * d;
+  const size_t lengths[3] = {n, n > 40 ? n - 37 : n, 1};
+  float *x = test_alloc_f32(cnt), *out1 = test_alloc_f32(cnt), *out3 = test_alloc_f32(cnt);
+  float *alone = test_alloc_f32(n * d);
+  fill_uniform(x, cnt, seed, -1, 1);
+  assert_int_equal(pose_set_num_threads(1), POSE_OK);
+  assert_int_equal(pose_attention_forward(a, x, 3, n, lengths, out1, cnt), POSE_OK);
+  for (size_t b = 0; b < 3; b++) {
+    const size_t len = lengths[b];
+    assert_int_equal(pose_attention_forward(a, x + b * n * d, 1, len, NULL, alone, len * d),
+                     POSE_OK);
+    assert_memory_equal(out1 + b * n * d, alone, len * d * sizeof(float));
+    for (size_t i = len * d; i < n * d; i++) assert_true(out1[b * n * d + i] == 0.0f);
+  }
+  assert_int_equal(pose_set_num_threads(3), POSE_OK);
+  assert_int_equal(pose_attention_forward(a, x, 3, n, lengths, out3, cnt), POSE_OK);
+  assert_memory_equal(out1, out3, cnt * sizeof(float));
+  free(x), free(out1), free(out3), free(alone);
+  pose_attention_free(a);
+  assert_int_equal(pose_set_num_threads(before), POSE_OK);
+}

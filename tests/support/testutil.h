@@ -77,4 +77,10 @@ typedef struct test_counting {
 /** The pose_allocator that counts into c (aligned memory from posix_memalign). */
 pose_allocator test_counting_allocator(test_counting *c);
 
+/** Creates the module of cfg, runs a padded batch of three sequences of lengths n, n-37 (or n)
+ *  and 1 on n positions, and fails the test unless each sequence equals running it alone
+ *  (bitwise), padded rows are zero, and the batch gives the same bits on 1 and 3 threads.
+ *  Inputs are drawn from seed. Restores the thread count it found. */
+void assert_padded_and_threads_bitwise(const pose_attention_config *cfg, size_t n, uint64_t seed);
+
 #endif /* POSE_TEST_TESTUTIL_H */
